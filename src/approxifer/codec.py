@@ -1,0 +1,238 @@
+r"""The Berrut codec of ApproxIFER: encode K queries into N coded queries, decode from any returned subset.
+
+Berrut's rational interpolant through nodes $x_0, \dots, x_{n-1}$ (listed in their order along the real line)
+with values $f_0, \dots, f_{n-1}$ is
+
+$$ r(z) = \frac{\sum_{l} \frac{(-1)^l}{z - x_l} f_l}{\sum_{l} \frac{(-1)^l}{z - x_l}}, $$
+
+a convex-like combination whose weights sum to one and which has no pole on the real line (Berrut, 1988).
+
+* Encoder: nodes $\alpha_j = \cos\frac{(2j+1)\pi}{2K}$ (Chebyshev, first kind) carry the queries $X_j$; the coded
+  query of worker $i$ is $u(\beta_i)$ with $\beta_i = \cos\frac{i\pi}{N}$ (Chebyshev, second kind).
+* Decoder: nodes $\beta_i$ of the returned workers carry their outputs $Y_i$; the decoded outputs are $r(\alpha_j)$.
+
+Both are linear in the data, so each is one matrix product with a weight matrix that depends only on
+$(K, N)$ — and, for the decoder, the returned set. The matrices are computed once in float64 and cached.
+Arrays carry the K queries (or the returned outputs) along ``axis``; the axes before it are group axes (many
+groups of K at once), the axes after it are the payload (an image, a vector of logits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from numbers import Integral
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+__all__ = [
+    "berrut_matrix",
+    "decode",
+    "decoder_matrix",
+    "encode",
+    "encoder_matrix",
+    "query_points",
+    "worker_points",
+]
+
+Array = TypeVar("Array", np.ndarray, torch.Tensor)
+
+#: Two nodes closer than this are treated as the same point (an "exact hit").
+EXACT_HIT_TOL = 1e-13
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_size(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_sizes(K: object, N: object) -> tuple[int, int]:
+    K = _check_size("K", K)
+    N = _check_size("N", N)
+    if N < K:
+        raise ValueError(f"N (workers) must be >= K (queries), got K={K}, N={N}")
+    return K, N
+
+
+def _check_returned(returned: object, N: int) -> tuple[int, ...]:
+    if isinstance(returned, torch.Tensor | np.ndarray):
+        returned = returned.tolist()
+    if isinstance(returned, str | bytes) or not isinstance(returned, Sequence | set | frozenset | range):
+        raise TypeError(f"returned must be a sequence of worker indices, got {type(returned).__name__}")
+    out = []
+    for i in returned:
+        if isinstance(i, bool) or not isinstance(i, Integral):
+            raise ValueError(f"returned must hold integer worker indices, got {i!r}")
+        if not 0 <= i < N:
+            raise ValueError(f"returned holds worker {i}, outside 0..{N - 1} (N={N})")
+        out.append(int(i))
+    if not out:
+        raise ValueError("returned is empty: at least one worker must have returned")
+    if len(set(out)) != len(out):
+        dup = sorted({i for i in out if out.count(i) > 1})
+        raise ValueError(f"returned lists workers more than once: {dup}")
+    return tuple(out)
+
+
+def _check_array(name: str, x: object, axis: object) -> int:
+    """Check that `x` is a floating numpy array or torch tensor and `axis` one of its axes; return axis >= 0."""
+    if isinstance(x, torch.Tensor):
+        floating = x.is_floating_point()
+    elif isinstance(x, np.ndarray):
+        floating = np.issubdtype(x.dtype, np.floating)
+    else:
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    if not floating:
+        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}; convert it first")
+    if isinstance(axis, bool) or not isinstance(axis, Integral) or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis={axis!r} is not an axis of {name}, whose shape is {tuple(x.shape)}")
+    return int(axis) % x.ndim
+
+
+def _check_finite(name: str, x: Array, axis: int, what: str, labels: Sequence[int]) -> None:
+    """Raise ValueError naming the rows (queries or workers) along `axis` that hold NaN or Inf."""
+    finite = torch.isfinite(x) if isinstance(x, torch.Tensor) else np.isfinite(x)
+    if bool(finite.all()):
+        return
+    bad = (~finite).cpu().numpy() if isinstance(x, torch.Tensor) else ~finite
+    rows = np.moveaxis(bad, axis, 0).reshape(bad.shape[axis], -1).any(axis=1)
+    names = ", ".join(str(labels[r]) for r in np.flatnonzero(rows))
+    raise ValueError(f"{name} contains NaN or Inf in the rows of {what} {names}")
+
+
+# ---------------------------------------------------------------- points and weights
+
+
+def query_points(K: int) -> np.ndarray:
+    r"""Chebyshev points of the first kind, $\alpha_j = \cos\frac{(2j+1)\pi}{2K}$, $j = 0..K-1$ (decreasing)."""
+    K = _check_size("K", K)
+    return np.cos((2 * np.arange(K) + 1) * np.pi / (2 * K))
+
+
+def worker_points(N: int) -> np.ndarray:
+    r"""Chebyshev points of the second kind, $\beta_i = \cos\frac{i\pi}{N}$, $i = 0..N-1$ (decreasing)."""
+    N = _check_size("N", N)
+    return np.cos(np.arange(N) * np.pi / N)
+
+
+def berrut_matrix(nodes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    r"""Berrut weights $W_{tl} = \frac{(-1)^l/(z_t - x_l)}{\sum_m (-1)^m/(z_t - x_m)}$, shape (targets, nodes).
+
+    `nodes` must be listed in their order along the real line (either direction): the sign $(-1)^l$ follows the
+    position $l$ in that list. Each row sums to one. A target within `EXACT_HIT_TOL` of a node gets the one-hot
+    row of that node (the interpolant's value there), so nothing is divided by zero.
+    """
+    nodes = np.asarray(nodes, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    diff = targets[:, None] - nodes[None, :]
+    hit = np.abs(diff) < EXACT_HIT_TOL
+    diff[hit] = 1.0  # placeholder; rows with a hit are replaced below
+    signs = np.where(np.arange(nodes.size) % 2 == 0, 1.0, -1.0)
+    w = signs / diff
+    w /= w.sum(axis=1, keepdims=True)
+    rows = hit.any(axis=1)
+    w[rows] = hit[rows] / hit[rows].sum(axis=1, keepdims=True)
+    return w
+
+
+@lru_cache(maxsize=256)
+def encoder_matrix(K: int, N: int) -> np.ndarray:
+    r"""The (N, K) matrix $E_{ij} = l_j(\beta_i)$: coded query $i$ is $\sum_j E_{ij} X_j$. Read-only."""
+    K, N = _check_sizes(K, N)
+    w = berrut_matrix(query_points(K), worker_points(N))
+    w.flags.writeable = False
+    return w
+
+
+def decoder_matrix(K: int, N: int, returned: Sequence[int]) -> np.ndarray:
+    r"""The (K, len(returned)) matrix $D_{jl} = \ell_l(\alpha_j)$, columns in the order of `returned`. Read-only.
+
+    The sign of a returned worker is $(-1)^l$ with $l$ its position in the *sorted* returned set, not
+    $(-1)^i$ with $i$ its index among all N. The paper writes $(-1)^i$ over $i \in \mathcal{F}$, but Berrut's
+    interpolant is pole-free only when the signs alternate between *consecutive* nodes: with the global index,
+    two returned workers on either side of a straggler get the same sign, the denominator changes sign between
+    them and the decoder can have a pole inside $[-1, 1]$, near the query points. With all N workers returned
+    the two readings coincide; the original authors' code uses the position, as we do.
+    """
+    K, N = _check_sizes(K, N)
+    returned = _check_returned(returned, N)
+    order = np.argsort(returned)
+    w = _decoder_matrix_sorted(K, N, tuple(sorted(returned)))
+    out = np.empty_like(w)
+    out[:, order] = w
+    out.flags.writeable = False
+    return out
+
+
+@lru_cache(maxsize=4096)
+def _decoder_matrix_sorted(K: int, N: int, returned: tuple[int, ...]) -> np.ndarray:
+    return berrut_matrix(worker_points(N)[list(returned)], query_points(K))
+
+
+# ---------------------------------------------------------------- encode / decode
+
+
+def _apply(w: np.ndarray, x: Array, axis: int) -> Array:
+    """Contract the rows of `x` along `axis` with the matrix `w` (out, in); same type, dtype and device.
+
+    `x` is viewed as (groups, in, payload) so that the product is one (batched) BLAS matrix multiplication.
+    """
+    lead, rows, trail = x.shape[:axis], x.shape[axis], x.shape[axis + 1 :]
+    x3 = x.reshape(math.prod(lead), rows, math.prod(trail))
+    if isinstance(x, torch.Tensor):
+        out = torch.matmul(torch.tensor(w, dtype=x.dtype, device=x.device), x3)
+    else:
+        out = np.matmul(w.astype(x.dtype, copy=False), x3)
+    return out.reshape(*lead, w.shape[0], *trail)
+
+
+def encode(X: Array, N: int, *, axis: int = 0) -> Array:
+    r"""Berrut-encode K queries into N coded queries: $\tilde X_i = u(\beta_i) = \sum_j l_j(\beta_i) X_j$.
+
+    Args:
+        X: floating numpy array or torch tensor with the K queries along `axis`, shape (..., K, *payload).
+        N: number of workers (coded queries), N >= K.
+        axis: the query axis; axes before it are independent groups.
+
+    Returns:
+        The coded queries, shape (..., N, *payload), same type, dtype and device as `X`.
+
+    Example:
+        >>> X = np.eye(3)                       # K = 3 queries of 3 features
+        >>> encode(X, 4).sum(axis=0).round(6)   # weights sum to one per coded query
+        array([1.333333, 1.333333, 1.333333])
+    """
+    axis = _check_array("X", X, axis)
+    K, N = _check_sizes(X.shape[axis], N)
+    _check_finite("X", X, axis, "queries", range(K))
+    return _apply(encoder_matrix(K, N), X, axis)
+
+
+def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0) -> Array:
+    r"""Berrut-decode the returned outputs: $\hat Y_j = r(\alpha_j) = \sum_{l} \ell_l(\alpha_j)\, Y_l$.
+
+    Args:
+        Y: outputs of the returned workers along `axis`, in the order of `returned`, shape (..., R, *payload).
+        returned: distinct worker indices in 0..N-1, any order, any count >= 1.
+        K: number of queries; N: number of workers.
+        axis: the worker axis; axes before it are independent groups.
+
+    Returns:
+        The K approximate outputs, shape (..., K, *payload), same type, dtype and device as `Y`.
+    """
+    K, N = _check_sizes(K, N)
+    returned = _check_returned(returned, N)
+    axis = _check_array("Y", Y, axis)
+    if Y.shape[axis] != len(returned):
+        raise ValueError(f"Y has {Y.shape[axis]} rows along axis {axis} but returned lists {len(returned)} workers")
+    _check_finite("Y", Y, axis, "workers", returned)
+    return _apply(decoder_matrix(K, N, returned), Y, axis)

@@ -1,0 +1,141 @@
+"""Model architectures by name, and the project's trained weights (safetensors + a JSON model card).
+
+`build(arch, dataset)` makes an untrained network for a dataset's input shape; `load(dataset, arch)` returns the
+trained one in eval mode after checking the sha256 that its model card records. Weights are never unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from approxifer.data import REPO_ROOT, info
+
+__all__ = ["ARCHS", "ModelError", "build", "card_path", "load", "load_card", "models_dir", "save", "weights_path"]
+
+
+class ModelError(RuntimeError):
+    """Trained weights are missing, or do not match their model card."""
+
+
+def _cifar_resnet(layers: list[int]) -> Callable[[int, int], nn.Module]:
+    """torchvision's ResNet with the CIFAR stem of He et al.: a 3x3 stride-1 convolution and no max-pool."""
+
+    def make(in_channels: int, num_classes: int) -> nn.Module:
+        net = ResNet(BasicBlock, layers, num_classes=num_classes)
+        net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+        return net
+
+    return make
+
+
+def _lenet5(in_channels: int, num_classes: int, size: int) -> nn.Module:
+    """LeCun et al. (1998) with ReLU and max-pooling; 28x28 inputs are padded to 32x32 by the first conv."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, 6, 5, padding=2 if size == 28 else 0), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes),
+    )  # fmt: skip
+
+
+def _mlp(in_features: int, num_classes: int) -> nn.Module:
+    """Two hidden layers of 512 and 256 ReLU units."""
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(in_features, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
+        nn.Linear(256, num_classes),
+    )  # fmt: skip
+
+
+ARCHS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "resnet18": lambda c, s, k: _cifar_resnet([2, 2, 2, 2])(c, k),
+    "resnet34": lambda c, s, k: _cifar_resnet([3, 4, 6, 3])(c, k),
+    "lenet5": lambda c, s, k: _lenet5(c, k, s),
+    "mlp": lambda c, s, k: _mlp(c * s * s, k),
+}
+
+
+def _check_arch(arch: str) -> None:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+
+
+def build(arch: str, dataset: str) -> nn.Module:
+    """An untrained `arch` for `dataset`'s input shape (C channels, H x W) and number of classes."""
+    _check_arch(arch)
+    d = info(dataset)
+    return ARCHS[arch](d.shape[2], d.shape[0], len(d.classes))
+
+
+# ---------------------------------------------------------------- trained weights
+
+
+def models_dir() -> Path:
+    """Where trained weights live: ``$APPROXIFER_MODELS``, else ``models/`` in the checkout."""
+    return Path(os.environ.get("APPROXIFER_MODELS", REPO_ROOT / "models"))
+
+
+def weights_path(dataset: str, arch: str) -> Path:
+    return models_dir() / f"{dataset}-{arch}.safetensors"
+
+
+def card_path(dataset: str, arch: str) -> Path:
+    return models_dir() / f"{dataset}-{arch}.json"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_card(dataset: str, arch: str) -> dict:
+    """The model card of a trained model (accuracy, recipe, seed, wall time, sha256, command...)."""
+    info(dataset)
+    _check_arch(arch)
+    path = card_path(dataset, arch)
+    if not path.exists() or not weights_path(dataset, arch).exists():
+        raise ModelError(
+            f"no trained {arch} for {dataset} in {models_dir()} (looked for {path.name} and "
+            f"{weights_path(dataset, arch).name}); create it with `make train MODELS={dataset}:{arch}` "
+            f"or `approxifer train {dataset} {arch}`"
+        )
+    return json.loads(path.read_text())
+
+
+def load(dataset: str, arch: str, device: str | torch.device = "cpu") -> nn.Module:
+    """The trained model in eval mode (float32), after checking its weights' sha256 against the model card."""
+    card = load_card(dataset, arch)
+    path = weights_path(dataset, arch)
+    got = file_sha256(path)
+    if got != card["weights_sha256"]:
+        raise ModelError(
+            f"{path.name} has sha256 {got} but its model card records {card['weights_sha256']}: the weights "
+            f"were changed or damaged; restore them (git checkout {path.name}) or retrain"
+        )
+    model = build(arch, dataset)
+    model.load_state_dict(load_file(path))  # copies and casts the stored fp16/fp32 tensors into the fp32 model
+    return model.to(device).eval()
+
+
+def save(model: nn.Module, dataset: str, arch: str, card: dict, *, half: bool) -> dict:
+    """Write the weights (fp16 if `half`) and the model card with their sha256; return the card."""
+    path = weights_path(dataset, arch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()
+    }
+    save_file(state, path)
+    card = {**card, "weights_dtype": "float16" if half else "float32", "weights_sha256": file_sha256(path)}
+    card_path(dataset, arch).write_text(json.dumps(card, indent=2) + "\n")
+    return card

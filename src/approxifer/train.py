@@ -1,0 +1,308 @@
+"""Train the base models: one readable script, top to bottom (setup, recipe, data, evaluation, training, main).
+
+Recipe: SGD with Nesterov momentum, a one-cycle learning rate (linear warm-up then linear decay to zero), label
+smoothing, weight decay; random crop (+ horizontal flip where the dataset allows it) as batched tensor ops. On CPU
+the forward/backward pass runs under bf16 autocast in channels-last memory; on CUDA under bf16 autocast.
+
+Resumable at any step: the data order and the augmentation of every batch are functions of (seed, epoch, step),
+and a checkpoint (safetensors + JSON, no pickle) is written every `ckpt_every` steps and at each epoch's end, so an
+interrupted run continues exactly where it stopped and ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from approxifer import data, models
+
+__all__ = ["RECIPES", "Recipe", "evaluate", "pick_device", "recipe_for", "train"]
+
+
+# ---------------------------------------------------------------- setup
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto`: CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(device)
+
+
+def checkpoint_dir() -> Path:
+    """``$APPROXIFER_CHECKPOINTS``, else ``~/.cache/approxifer/checkpoints`` (outside the work tree)."""
+    default = Path.home() / ".cache" / "approxifer" / "checkpoints"
+    return Path(os.environ.get("APPROXIFER_CHECKPOINTS", default))
+
+
+# ---------------------------------------------------------------- recipe
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int
+    batch_size: int = 256
+    lr: float = 0.1  # peak learning rate of the one-cycle schedule
+    warmup: float = 0.2  # fraction of all steps spent warming up from lr/10
+    momentum: float = 0.9  # Nesterov
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    crop_pad: int = 4  # random crop after zero-padding by this many pixels (0: none)
+    flip: bool = True  # random horizontal flips
+    seed: int = 0
+    ckpt_every: int = 100  # steps between checkpoints
+
+
+RECIPES: dict[tuple[str, str], Recipe] = {
+    ("mnist", "resnet18"): Recipe(epochs=2, crop_pad=2, flip=False),
+    ("mnist", "resnet34"): Recipe(epochs=2, crop_pad=2, flip=False),
+    ("mnist", "lenet5"): Recipe(epochs=12, batch_size=128, lr=0.05, crop_pad=2, flip=False, label_smoothing=0.0),
+    ("mnist", "mlp"): Recipe(epochs=20, batch_size=128, lr=0.05, crop_pad=0, flip=False, label_smoothing=0.0),
+    ("fashion-mnist", "resnet18"): Recipe(epochs=10, crop_pad=2),
+    ("cifar10", "resnet18"): Recipe(epochs=18),
+    ("cifar10", "resnet34"): Recipe(epochs=18),
+}
+
+
+def recipe_for(dataset: str, arch: str, **overrides) -> Recipe:
+    """The recipe for a (dataset, arch), with keyword overrides (e.g. epochs=1)."""
+    data.info(dataset)
+    if arch not in models.ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(models.ARCHS)}")
+    base = RECIPES.get((dataset, arch), Recipe(epochs=10, flip=dataset != "mnist"))
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def learning_rate(r: Recipe, step: int, total: int) -> float:
+    """One cycle: linear from lr/10 to lr over the warm-up, then linear to 0."""
+    peak = max(1, round(r.warmup * total))
+    if step < peak:
+        return r.lr * (0.1 + 0.9 * step / peak)
+    return r.lr * max(0.0, (total - step) / max(1, total - peak))
+
+
+# ---------------------------------------------------------------- data
+
+
+def augment(x: torch.Tensor, r: Recipe, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zero padding) and optional horizontal flip of an NCHW batch, drawn from `gen`."""
+    n, c, h, w = x.shape
+    if r.crop_pad:
+        p = r.crop_pad
+        dy, dx = torch.randint(0, 2 * p + 1, (2, n), generator=gen)
+        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
+        x = F.pad(x, (p, p, p, p))[
+            torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
+        ]
+    if r.flip:
+        mask = torch.rand(n, generator=gen) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _generator(*seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1)[0]))
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _autocast(device: torch.device):
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device, *, bf16: bool = True, batch: int = 500):
+    """Logits (float32, CPU) of `model` on the normalised NCHW batch `x`."""
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
+        if bf16:
+            with _autocast(device):
+                out.append(model(xb).float().cpu())
+        else:
+            out.append(model(xb).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, dataset: str, device: torch.device, *, bf16: bool = True, n: int | None = None):
+    """Test accuracy (a fraction) on the first `n` (default: all) test images."""
+    x, y = data.load(dataset, "test")
+    x, y = x[:n], y[:n]
+    logits = predict(model, data.to_tensor(x, dataset), device, bf16=bf16)
+    return float((logits.argmax(1).numpy() == y).mean())
+
+
+# ---------------------------------------------------------------- training
+
+
+def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    for i, p in enumerate(opt.param_groups[0]["params"]):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"momentum.{i}"] = buf.detach().contiguous().cpu()
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, path / "state.tmp")
+    (path / "state.json.tmp").write_text(json.dumps(state, indent=1))
+    os.replace(path / "state.tmp", path / "state.safetensors")  # weights first, then the JSON that names them
+    os.replace(path / "state.json.tmp", path / "state.json")
+
+
+def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    tensors = load_file(path / "state.safetensors")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = opt.param_groups[0]["params"]
+    for k, v in tensors.items():
+        if k.startswith("momentum."):
+            opt.state[params[int(k[9:])]]["momentum_buffer"] = v.to(params[0].device)
+    return json.loads((path / "state.json").read_text())
+
+
+def train(
+    dataset: str,
+    arch: str,
+    recipe: Recipe | None = None,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    subset: int | None = None,
+    stop_after: int | None = None,
+    run_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """Train `arch` on `dataset`; return the model and a summary (accuracy, epochs, wall time, history).
+
+    `subset` trains on the first n images (smoke tests); `stop_after` stops after that many global steps, as if
+    interrupted; `resume` continues from the run's checkpoint in `run_dir` (default: checkpoint_dir()/dataset-arch).
+    """
+    recipe = recipe or recipe_for(dataset, arch)
+    dev = pick_device(device)
+    run_dir = Path(run_dir or checkpoint_dir() / f"{dataset}-{arch}")
+    torch.manual_seed(recipe.seed)
+
+    x, y = data.load(dataset, "train")
+    x, y = data.to_tensor(x[:subset], dataset), torch.as_tensor(y[:subset])
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
+    total = recipe.epochs * steps_per_epoch
+
+    model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay
+    )
+    state = {"step": 0, "elapsed": 0.0, "history": [], "recipe": asdict(recipe)}
+    if resume and (run_dir / "state.json").exists():
+        state = _load_checkpoint(run_dir, model, opt)
+        if state["recipe"] != asdict(recipe):
+            raise ValueError(f"the checkpoint in {run_dir} was made with another recipe; delete it or drop --resume")
+    elif resume:
+        print(f"no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=f"{dataset}/{arch}", unit="step")
+    t0 = time.perf_counter() - state["elapsed"]
+    while state["step"] < total:
+        epoch, i = divmod(state["step"], steps_per_epoch)
+        order = torch.randperm(len(x), generator=_generator(recipe.seed, epoch))
+        idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
+        xb = augment(x[idx], recipe, _generator(recipe.seed, epoch, i, 1))
+        xb, yb = xb.to(dev).contiguous(memory_format=torch.channels_last), y[idx].to(dev)
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(recipe, state["step"], total)
+        model.train()
+        with _autocast(dev):
+            logits = model(xb)
+        loss = loss_fn(logits.float(), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{(logits.argmax(1) == yb).float().mean().item():.3f}")
+        end_of_epoch = state["step"] % steps_per_epoch == 0
+        if end_of_epoch:
+            acc = evaluate(model, dataset, dev, n=None if subset is None else 200)
+            state["history"].append({"epoch": epoch + 1, "test_accuracy": acc, "loss": loss.item()})
+            bar.write(f"epoch {epoch + 1}/{recipe.epochs}: test accuracy {acc:.4f}")
+        if end_of_epoch or state["step"] % recipe.ckpt_every == 0 or state["step"] == stop_after:
+            state["elapsed"] = time.perf_counter() - t0
+            _save_checkpoint(run_dir, model, opt, state)
+        if state["step"] == stop_after:
+            break
+    bar.close()
+    state["elapsed"] = time.perf_counter() - t0
+    return model.eval(), state
+
+
+# ---------------------------------------------------------------- main
+
+
+def finish(model: nn.Module, dataset: str, arch: str, state: dict, device: str, command: str) -> dict:
+    """Evaluate fp32 and fp16 weights on the full test set; save (fp16 if within 0.05 points) with a model card."""
+    dev = pick_device(device)
+    model = model.float().to(memory_format=torch.contiguous_format)
+    acc32 = evaluate(model, dataset, dev, bf16=False)
+    half = models.build(arch, dataset)
+    half.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    acc16 = evaluate(half.to(dev), dataset, dev, bf16=False)
+    use_half = abs(acc16 - acc32) <= 0.0005
+    card = {
+        "dataset": dataset,
+        "arch": arch,
+        "test_accuracy": acc16 if use_half else acc32,
+        "test_accuracy_fp32": acc32,
+        "test_accuracy_bf16_autocast": evaluate(model, dataset, dev, bf16=True),
+        "epochs": state["recipe"]["epochs"],
+        "recipe": state["recipe"],
+        "seed": state["recipe"]["seed"],
+        "history": state["history"],
+        "wall_time_s": round(state["elapsed"], 1),
+        "device": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "torch_version": torch.__version__,
+        "command": command,
+    }
+    return models.save(model, dataset, arch, card, half=use_half)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="approxifer train", description="Train a base model and write models/<dataset>-<arch>.*"
+    )
+    p.add_argument("dataset", choices=list(data.DATASETS))
+    p.add_argument("arch", choices=list(models.ARCHS))
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    a = p.parse_args(argv)
+    recipe = recipe_for(a.dataset, a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    model, state = train(a.dataset, a.arch, recipe, device=a.device, resume=a.resume)
+    command = "approxifer train " + shlex.join(argv if argv is not None else sys.argv[1:])
+    card = finish(model, a.dataset, a.arch, state, a.device, command.replace(" --resume", ""))
+    print(json.dumps({k: card[k] for k in ("dataset", "arch", "test_accuracy", "weights_dtype", "wall_time_s")}))

@@ -1,0 +1,106 @@
+"""The offline datasets: shapes, dtypes, labels, checksums, and the errors for a bad or missing source."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from approxifer import data
+
+
+@pytest.mark.parametrize("name", list(data.DATASETS))
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_load_shapes_dtypes_labels_and_checksums(name, split):
+    x, y = data.load(name, split)
+    d = data.info(name)
+    assert x.shape == (d.counts[split], *d.shape) and x.dtype == np.uint8
+    assert y.shape == (d.counts[split],) and y.dtype == np.int64
+    assert y.min() == 0 and y.max() == len(d.classes) - 1
+    assert (data.sha256(x), data.sha256(y.astype(np.uint8))) == d.sha256[split]
+
+
+def test_class_counts_of_the_test_sets():
+    assert np.bincount(data.load("mnist", "test")[1]).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
+    assert set(np.bincount(data.load("cifar10", "test")[1])) == {1000}
+
+
+def test_to_tensor_normalises_to_nchw():
+    x, _ = data.load("cifar10", "test")
+    t = data.to_tensor(x[:500], "cifar10")
+    assert t.shape == (500, 3, 32, 32) and t.dtype == torch.float32
+    assert torch.allclose(t.mean(dim=(0, 2, 3)), torch.zeros(3), atol=0.1)
+    assert torch.allclose(t.std(dim=(0, 2, 3)), torch.ones(3), atol=0.1)
+    with pytest.raises(ValueError, match="expected uint8 images of shape"):
+        data.to_tensor(x[:2].astype(np.float32), "cifar10")
+    with pytest.raises(ValueError, match="expected uint8 images of shape"):
+        data.to_tensor(x[:2], "mnist")
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(ValueError, match="unknown dataset 'svhn'; known: mnist, fashion-mnist, cifar10"):
+        data.load("svhn", "test")
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        data.load("mnist", "val")
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """An empty data cache and a mirror folder of our own; torchvision's download fails like a closed network."""
+    monkeypatch.setenv("APPROXIFER_DATA", str(tmp_path / "cache"))
+    monkeypatch.setenv("APPROXIFER_DATA_MIRROR", str(tmp_path / "mirror"))
+
+    def no_network(name, split):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data, "_from_torchvision", no_network)
+    return tmp_path
+
+
+def test_wrong_checksum_is_a_clear_error_and_nothing_is_cached(isolated):
+    src = data.REPO_ROOT.parent / "shared" / "data" / "mnist"
+    if not src.is_dir():
+        pytest.skip("the offline mirror is not beside the checkout")
+    dst = isolated / "mirror" / "mnist"
+    shutil.copytree(src, dst)
+    labels = gzip.decompress((src / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    tampered = labels[:8] + bytes([(labels[8] + 1) % 10]) + labels[9:]
+    (dst / "t10k-labels-idx1-ubyte.gz").chmod(0o644)
+    (dst / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(tampered))
+    with pytest.raises(data.DataError, match=r"mnist/test labels from the mirror .* have sha256 .* expected ddeff8"):
+        data.load("mnist", "test")
+    assert not (isolated / "cache" / "mnist" / "test_y.npy").exists()
+
+
+def test_missing_source_says_where_it_looked(isolated):
+    with pytest.raises(data.DataError) as e:
+        data.load("fashion-mnist", "test")
+    msg = str(e.value)
+    assert "cannot find fashion-mnist/test" in msg and str(isolated / "mirror" / "fashion-mnist") in msg
+    assert "torchvision download: OSError: network is unreachable" in msg and "APPROXIFER_DATA_MIRROR" in msg
+
+
+def test_truncated_source_is_rejected(isolated):
+    src = data.REPO_ROOT.parent / "shared" / "data" / "cifar10"
+    if not src.is_dir():
+        pytest.skip("the offline mirror is not beside the checkout")
+    dst = isolated / "mirror" / "cifar10"
+    dst.mkdir(parents=True)
+    for f in ["test-00.webp", "test-01.webp", "test-labels.txt"]:
+        shutil.copy(src / f, dst / f)
+    with pytest.raises(data.DataError, match=r"got images \(2000, 32, 32, 3\).*the source is incomplete"):
+        data.load("cifar10", "test")

@@ -1,0 +1,72 @@
+"""The model registry, trained weights with verified checksums, and a resumable training run."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from approxifer import data, models, train
+
+
+@pytest.mark.parametrize("arch", list(models.ARCHS))
+@pytest.mark.parametrize("dataset", list(data.DATASETS))
+def test_every_architecture_builds_for_every_input_shape(arch, dataset):
+    net = models.build(arch, dataset).eval()
+    h, w, c = data.info(dataset).shape
+    with torch.no_grad():
+        assert net(torch.zeros(2, c, h, w)).shape == (2, 10)
+
+
+def test_resnets_have_the_cifar_stem():
+    net = models.build("resnet18", "mnist")
+    assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and net.conv1.in_channels == 1
+    assert isinstance(net.maxpool, torch.nn.Identity)
+    assert sum(p.numel() for p in models.build("resnet18", "cifar10").parameters()) == 11_173_962
+
+
+def test_unknown_architecture_lists_the_known_ones():
+    with pytest.raises(ValueError, match="unknown architecture 'vgg99'; known: resnet18, resnet34, lenet5, mlp"):
+        models.build("vgg99", "mnist")
+
+
+@pytest.mark.parametrize("arch", ["lenet5", "mlp"])
+def test_shipped_weights_load_verified_and_match_their_card(arch):
+    card = models.load_card("mnist", arch)
+    model = models.load("mnist", arch)
+    assert not model.training
+    acc = train.evaluate(model, "mnist", torch.device("cpu"), bf16=False, n=2000)
+    assert acc > card["test_accuracy"] - 0.02  # the first 2,000 test images, not the whole set
+
+
+def test_tampered_weights_are_rejected(tmp_path, monkeypatch):
+    for suffix in ("json", "safetensors"):
+        shutil.copy(models.models_dir() / f"mnist-mlp.{suffix}", tmp_path / f"mnist-mlp.{suffix}")
+    monkeypatch.setenv("APPROXIFER_MODELS", str(tmp_path))
+    blob = bytearray((tmp_path / "mnist-mlp.safetensors").read_bytes())
+    blob[-1] ^= 0x01
+    (tmp_path / "mnist-mlp.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(models.ModelError, match=r"mnist-mlp.safetensors has sha256 .* but its model card records"):
+        models.load("mnist", "mlp")
+
+
+def test_missing_weights_name_the_command_that_makes_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("APPROXIFER_MODELS", str(tmp_path))
+    with pytest.raises(models.ModelError, match="approxifer train cifar10 resnet34"):
+        models.load("cifar10", "resnet34")
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    recipe = train.recipe_for("mnist", "lenet5", epochs=2, batch_size=16, ckpt_every=1000)
+    kwargs = {"subset": 32, "progress": False}  # 2 steps per epoch, 4 in all
+    full, s_full = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "a", **kwargs)
+    _, s_cut = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", stop_after=3, **kwargs)
+    assert s_cut["step"] == 3 and (tmp_path / "b" / "state.safetensors").exists()
+    resumed, s_res = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", resume=True, **kwargs)
+    assert s_res["step"] == s_full["step"] == 4
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    with pytest.raises(ValueError, match="another recipe"):
+        train.train("mnist", "lenet5", train.recipe_for("mnist", "lenet5", epochs=3), run_dir=tmp_path / "b",
+                    resume=True, **kwargs)  # fmt: skip
