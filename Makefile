@@ -5,12 +5,12 @@ VENV_STAMP := .venv/.installed
 # Trained models, in the order `make train` trains them (dataset:arch).
 MODELS ?= mnist:lenet5 mnist:mlp mnist:resnet18 fashion-mnist:resnet18 cifar10:resnet18 cifar10:resnet34
 
-.PHONY: help venv data train test unit lint bench book clean
+.PHONY: help venv data train test unit nbval notebooks html browser lint bench book clean
 
 help:
 	@echo "make book   set up .venv, prepare the data, run the notebooks, build the HTML book (_build/html)"
-	@echo "make test   everything CI checks: lint, unit tests"
-	@echo "make data | train | lint | bench | clean"
+	@echo "make test   everything CI checks: lint, unit tests, nbval of notebooks/, book build, browser check"
+	@echo "make data | train | notebooks | html | lint | bench | clean"
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -38,10 +38,27 @@ unit: venv
 bench: venv
 	$(PY) benchmarks/codec.py
 
+# The published run: execute every notebook with book/params.yml into book/, then build the HTML.
 book: data
+	.venv/bin/approxifer notebooks --params book/params.yml --out book
+	$(MAKE) html
+
+# Re-execute notebooks/ in place with their CI-sized defaults (the outputs nbval compares against).
+notebooks: data
+	for nb in notebooks/*.ipynb; do .venv/bin/papermill --cwd . "$$nb" "$$nb"; done
+
+# The HTML book from the executed notebooks as committed (nothing is re-executed).
+html: venv
 	.venv/bin/jupyter-book build . -W -n --keep-going
 
-test: lint data unit
+nbval: data
+	$(PY) -m pytest --nbval notebooks --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+browser: html
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(PY) tests/browser/check_book.py _build/html
+
+test: lint data unit nbval html browser
 
 clean:
 	rm -rf _build .pytest_cache .ruff_cache .hypothesis

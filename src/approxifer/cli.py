@@ -1,4 +1,4 @@
-"""The `approxifer` command: `approxifer data`, `approxifer train DATASET ARCH`, `approxifer bench codec`."""
+"""The `approxifer` command: `approxifer data`, `approxifer train DATASET ARCH`, `approxifer notebooks`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("data", "train")
+    commands = ("data", "train", "notebooks")
     if not argv or argv[0] not in commands:
         print(f"usage: approxifer {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)
@@ -26,6 +26,32 @@ def main(argv: list[str] | None = None) -> None:
         from approxifer import train
 
         train.main(rest)
+    elif command == "notebooks":
+        run_notebooks(rest)
+
+
+def run_notebooks(argv: list[str]) -> None:
+    """Execute notebooks/<name>.ipynb with the published parameters into the book's source tree."""
+    import argparse
+    from pathlib import Path
+
+    import papermill
+    import yaml
+
+    p = argparse.ArgumentParser(prog="approxifer notebooks", description=run_notebooks.__doc__)
+    p.add_argument("names", nargs="*", help="notebooks to run (default: every one in the parameter file)")
+    p.add_argument("--params", default="book/params.yml", help="YAML: notebook name -> parameters")
+    p.add_argument("--src", default="notebooks")
+    p.add_argument("--out", default="book")
+    a = p.parse_args(argv)
+    params = yaml.safe_load(Path(a.params).read_text()) or {}
+    unknown = [n for n in a.names if n not in params]
+    if unknown:
+        raise SystemExit(f"error: {', '.join(unknown)} not in {a.params}; known: {', '.join(params)}")
+    for name in a.names or list(params):
+        src, out = Path(a.src) / f"{name}.ipynb", Path(a.out) / f"{name}.ipynb"
+        print(f"== {src} -> {out} with {params[name]}", flush=True)
+        papermill.execute_notebook(src, out, parameters=params[name] or {}, log_output=True, cwd=str(Path.cwd()))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,351 @@
+"""The experiment engine: serving rounds over whole test sets, with cached worker outputs.
+
+A round serves K test queries: `codec.encode` makes N coded queries, every worker runs the model on one (the
+model is a black box, see `serving`), a straggler pattern says which workers return, `codec.decode` recovers K
+approximate outputs, and their argmax is compared with the labels. The test set is shuffled with the seed and
+split into groups of K (every image used once; the last `n mod K` are left out). Worker outputs on the coded
+queries do not depend on the straggler pattern, the locator or the privacy noise, so they are computed once per
+(model, dataset, K, N, seed, n_test, code version) and cached on disk; every experiment reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from approxifer import codec, data
+from approxifer.serving import ServedModel
+
+__all__ = [
+    "ParameterError",
+    "WorkerOutputs",
+    "accuracy_ci",
+    "any_subset",
+    "base_outputs",
+    "cache_dir",
+    "check_config",
+    "check_params",
+    "decode_groups",
+    "draw_returned",
+    "fmt_ci",
+    "replication_correct",
+    "stage_times",
+    "straggler_table",
+    "test_groups",
+    "transform",
+    "uncoded_correct",
+    "worker_outputs",
+]
+
+CACHE_VERSION = 1  # bump when what is cached (inputs, encoding, inference) changes meaning
+TRANSFORMS = ("logits", "probs", "logprobs")
+
+
+class ParameterError(ValueError):
+    """An experiment was asked for with parameters that cannot work."""
+
+
+def _int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_config(K: object, N: object, S: object = 0, E: object = 0) -> tuple[int, int, int, int]:
+    """Validate a round's sizes: K >= 1 queries, N >= K workers, 0 <= S stragglers, E adversaries, S + E < N."""
+    K, N, S, E = _int("K", K, 1), _int("N", N, 1), _int("S", S, 0), _int("E", E, 0)
+    if N < K:
+        raise ParameterError(f"N={N} workers cannot serve K={K} queries: need N >= K")
+    if S + E >= N:
+        raise ParameterError(f"S={S} stragglers (+ E={E} adversaries) leave no honest worker of N={N}: need S + E < N")
+    return K, N, S, E
+
+
+def cache_dir() -> Path:
+    """``$APPROXIFER_CACHE``, else ``cache/`` in the checkout (git-ignored)."""
+    return Path(os.environ.get("APPROXIFER_CACHE", data.REPO_ROOT / "cache"))
+
+
+def test_groups(dataset: str, K: int, *, seed: int = 0, n_test: int | None = None) -> np.ndarray:
+    """Test-set indices (G, K): a seeded shuffle of the first `n_test` images (default: all), in groups of K."""
+    n_all = data.info(dataset).counts["test"]
+    n = n_all if n_test is None else _int("n_test", n_test, 1)
+    if n > n_all:
+        raise ParameterError(f"n_test={n} exceeds the {n_all} test images of {dataset}")
+    if n < K:
+        raise ParameterError(f"n_test={n} is smaller than one group of K={K} queries")
+    perm = np.random.default_rng(seed).permutation(n_all)[:n]
+    return perm[: n - n % K].reshape(-1, K)
+
+
+# ---------------------------------------------------------------- worker outputs (cached)
+
+
+@dataclass
+class WorkerOutputs:
+    """Everything one (model, dataset, K, N, seed, n_test) needs: groups, labels, base and coded outputs."""
+
+    K: int
+    N: int
+    groups: np.ndarray  # (G, K) test indices
+    labels: np.ndarray  # (G, K)
+    base: np.ndarray  # (G, K, C) model outputs on the queries themselves
+    coded: np.ndarray  # (G, N, C) worker outputs on the coded queries
+    timings: dict = field(default_factory=dict)  # seconds per group: encode, inference (of the batched pass)
+
+    @property
+    def G(self) -> int:
+        return len(self.groups)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _save(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def base_outputs(model: ServedModel, indices: np.ndarray, *, progress: bool = True) -> np.ndarray:
+    """The model's outputs on test images `indices` (any shape), cached per model for the whole test set."""
+    path = cache_dir() / "base" / f"{model.dataset}-{model.fingerprint[:20]}-v{CACHE_VERSION}.npz"
+    n_all = data.info(model.dataset).counts["test"]
+    if path.exists():
+        with np.load(path) as z:
+            out, done = z["out"], z["done"]
+    else:
+        out, done = None, np.zeros(n_all, bool)
+    flat = np.unique(indices)
+    todo = flat[~done[flat]]
+    if len(todo):
+        x, _ = data.load(model.dataset, "test")
+        chunks = [todo[i : i + 1000] for i in range(0, len(todo), 1000)]
+        for chunk in tqdm(chunks, desc=f"{model.name} base outputs", disable=not progress or len(chunks) < 2):
+            y = model.predict(data.to_tensor(x[chunk], model.dataset))
+            out = np.full((n_all, y.shape[1]), np.nan, np.float32) if out is None else out
+            out[chunk] = y
+        done[todo] = True
+        _save(path, out=out, done=done)
+    return out[indices]
+
+
+def worker_outputs(
+    model: ServedModel,
+    K: int,
+    N: int,
+    *,
+    seed: int = 0,
+    n_test: int | None = None,
+    chunk: int = 64,
+    progress: bool = True,
+) -> WorkerOutputs:
+    """Encode every group, run the model on all N coded queries, return (and cache) all outputs of (K, N)."""
+    K, N, _, _ = check_config(K, N)
+    groups = test_groups(model.dataset, K, seed=seed, n_test=n_test)
+    enc_hash = hashlib.sha256(codec.encoder_matrix(K, N).tobytes()).hexdigest()[:12]
+    key = _key(model.fingerprint, model.dataset, K, N, seed, len(groups) * K, CACHE_VERSION, enc_hash)
+    path = cache_dir() / "coded" / f"{model.name}-K{K}-N{N}-s{seed}-{key}.npz"
+    x, y = data.load(model.dataset, "test")
+    base = base_outputs(model, groups, progress=progress)
+    if path.exists():
+        with np.load(path) as z:
+            coded, timings = z["coded"], json.loads(str(z["timings"]))
+        return WorkerOutputs(K, N, groups, y[groups], base, coded, timings)
+
+    parts, t_enc, t_inf = [], 0.0, 0.0
+    starts = range(0, len(groups), chunk)
+    for s in tqdm(starts, desc=f"{model.name} K={K} N={N} workers", disable=not progress or len(starts) < 2):
+        g = groups[s : s + chunk]
+        t0 = time.perf_counter()
+        queries = data.to_tensor(x[g.ravel()], model.dataset)
+        coded_queries = codec.encode(queries.view(len(g), K, *queries.shape[1:]), N, axis=1).flatten(0, 1)
+        t1 = time.perf_counter()
+        parts.append(model.predict(coded_queries).reshape(len(g), N, -1))
+        t_enc, t_inf = t_enc + t1 - t0, t_inf + time.perf_counter() - t1
+    coded = np.concatenate(parts)
+    timings = {"encode": t_enc / len(groups), "inference": t_inf / len(groups), "device": model.device}
+    _save(path, coded=coded, timings=json.dumps(timings))
+    return WorkerOutputs(K, N, groups, y[groups], base, coded, timings)
+
+
+# ---------------------------------------------------------------- rounds
+
+
+def transform(scores: np.ndarray, kind: str) -> np.ndarray:
+    """What the workers return and the decoder interpolates: raw `logits`, softmax `probs` or `logprobs`."""
+    if kind == "logits":
+        return scores
+    if kind not in TRANSFORMS:
+        raise ParameterError(f"unknown transform {kind!r}; known: {', '.join(TRANSFORMS)}")
+    logp = torch.log_softmax(torch.from_numpy(np.ascontiguousarray(scores, np.float64)), dim=-1).numpy()
+    return np.exp(logp) if kind == "probs" else logp
+
+
+def draw_returned(G: int, N: int, S: int, rng: np.random.Generator) -> np.ndarray:
+    """For each of G rounds, a uniformly random set of N - S returned workers (sorted), shape (G, N - S)."""
+    return np.sort(np.argsort(rng.random((G, N)), axis=1)[:, : N - S], axis=1)
+
+
+def decode_groups(Y: np.ndarray, returned: np.ndarray, K: int, N: int) -> np.ndarray:
+    """Decode each round g from the outputs Y[g, returned[g]]: (G, N, C), (G, R) -> (G, K, C).
+
+    Rounds that share a returned set are decoded together, as one batched matrix product.
+    """
+    out = np.empty((len(Y), K, Y.shape[2]), np.float64)
+    sets, which = np.unique(returned, axis=0, return_inverse=True)
+    for s, ret in enumerate(sets):
+        idx = np.flatnonzero(which.ravel() == s)
+        out[idx] = codec.decode(Y[idx][:, ret].astype(np.float64), ret, K, N, axis=1)
+    return out
+
+
+def accuracy_ci(
+    correct: np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Accuracy and a percentile bootstrap CI over rounds (rows of `correct`, shape (G, K)): rounds share a draw."""
+    correct = np.asarray(correct, dtype=np.float64).reshape(len(correct), -1)
+    per_round = correct.mean(axis=1)
+    boots = np.random.default_rng(seed).integers(0, len(per_round), (n_boot, len(per_round)))
+    means = per_round[boots].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(per_round.mean()), float(lo), float(hi)
+
+
+def uncoded_correct(wo: WorkerOutputs, S: int, rng: np.random.Generator) -> np.ndarray:
+    """K queries on K workers, S of them straggle: a straggling query gets no answer (counted wrong)."""
+    answered = np.zeros((wo.G, wo.K), bool)
+    np.put_along_axis(answered, draw_returned(wo.G, wo.K, min(S, wo.K), rng), True, axis=1)
+    return answered & (wo.base.argmax(-1) == wo.labels)
+
+
+def replication_correct(wo: WorkerOutputs, returned: np.ndarray) -> np.ndarray:
+    """N = K + S workers assigned round-robin (worker w serves query w mod K): the first S queries are served twice
+    when S <= K. A query is answered when any of its workers returns (the same draw as ApproxIFER's)."""
+    back = np.zeros((wo.G, wo.N), bool)
+    np.put_along_axis(back, returned, True, axis=1)
+    answered = np.zeros((wo.G, wo.K), bool)
+    for w in range(wo.N):
+        answered[:, w % wo.K] |= back[:, w]
+    return answered & (wo.base.argmax(-1) == wo.labels)
+
+
+def straggler_table(
+    outputs: Iterable[WorkerOutputs], *, draws: int = 1, seed: int = 0, kind: str = "logits", baselines: bool = True
+) -> pd.DataFrame:
+    """ApproxIFER (and uncoded / replication) accuracy with CIs, one row per WorkerOutputs with S = N - K."""
+    rows = []
+    for wo in outputs:
+        S = wo.N - wo.K
+        rng = np.random.default_rng([seed, wo.K, wo.N])
+        truth = np.tile(wo.labels, (draws, 1))
+        returned = draw_returned(wo.G * draws, wo.N, S, rng)
+        decoded = decode_groups(np.tile(transform(wo.coded, kind), (draws, 1, 1)), returned, wo.K, wo.N)
+        row = {"K": wo.K, "S": S, "N": wo.N, "rounds": wo.G * draws, "queries": truth.size}
+        row |= dict(zip(("accuracy", "ci_low", "ci_high"), accuracy_ci(decoded.argmax(-1) == truth), strict=True))
+        row |= dict(zip(("base", "base_low", "base_high"), accuracy_ci(wo.base.argmax(-1) == wo.labels), strict=True))
+        if baselines:
+            rep = replication_correct(_tiled(wo, draws), returned)
+            unc = uncoded_correct(_tiled(wo, draws), S, rng)
+            row |= dict(zip(("replication", "replication_low", "replication_high"), accuracy_ci(rep), strict=True))
+            row |= dict(zip(("uncoded", "uncoded_low", "uncoded_high"), accuracy_ci(unc), strict=True))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _tiled(wo: WorkerOutputs, draws: int) -> WorkerOutputs:
+    t = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
+    return WorkerOutputs(wo.K, wo.N, t(wo.groups), t(wo.labels), t(wo.base), t(wo.coded), wo.timings)
+
+
+def any_subset(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Accuracy as s = 0 .. N-1 of the N workers straggle (decoding from any N - s >= 1 returned)."""
+    rows = []
+    for s in range(wo.N):
+        rng = np.random.default_rng([seed, wo.K, wo.N, s])
+        returned = draw_returned(wo.G * draws, wo.N, s, rng)
+        decoded = decode_groups(np.tile(wo.coded, (draws, 1, 1)), returned, wo.K, wo.N)
+        acc = accuracy_ci(decoded.argmax(-1) == np.tile(wo.labels, (draws, 1)))
+        rows.append(
+            {"K": wo.K, "N": wo.N, "stragglers": s, "returned": wo.N - s}
+            | dict(zip(("accuracy", "ci_low", "ci_high"), acc, strict=True))
+        )
+    return pd.DataFrame(rows)
+
+
+def stage_times(model: ServedModel, K: int, N: int, S: int, *, rounds: int = 20, seed: int = 0) -> dict:
+    """Median seconds per round of each stage, one round at a time: encode, inference of N queries, decode."""
+    K, N, S, _ = check_config(K, N, S)
+    groups = test_groups(model.dataset, K, seed=seed, n_test=K * rounds)
+    x, _ = data.load(model.dataset, "test")
+    rng = np.random.default_rng(seed)
+    t = {"encode": [], "inference": [], "decode": []}
+    for g in groups:
+        queries = data.to_tensor(x[g], model.dataset)
+        t0 = time.perf_counter()
+        coded = codec.encode(queries, N)
+        t1 = time.perf_counter()
+        Y = model.predict(coded)
+        t2 = time.perf_counter()
+        ret = draw_returned(1, N, S, rng)[0]
+        codec.decode(Y[ret], ret, K, N)
+        t3 = time.perf_counter()
+        for k, v in zip(t, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+            t[k].append(v)
+    out = {k: float(np.median(v[1:] if len(v) > 1 else v)) for k, v in t.items()}  # first round warms up
+    return out | {"total": sum(out.values()), "device": model.device, "threads": torch.get_num_threads()}
+
+
+def check_params(
+    *,
+    datasets: Iterable[str] = (),
+    arch: str | None = None,
+    grid: Iterable[tuple[int, int]] = (),
+    n_test: int | None = None,
+    draws: int = 1,
+    device: str = "auto",
+) -> None:
+    """Validate a notebook's parameters up front; raise one `ParameterError` that says what is wrong."""
+    from approxifer import models
+    from approxifer.train import pick_device
+
+    if isinstance(datasets, str):
+        raise ParameterError(f"datasets must be a list of names, got the string {datasets!r}")
+    datasets = list(datasets)
+    if not datasets:
+        raise ParameterError("datasets is empty: name at least one of " + ", ".join(data.DATASETS))
+    for name in datasets:
+        if name not in data.DATASETS:
+            raise ParameterError(f"unknown dataset {name!r}; known: {', '.join(data.DATASETS)}")
+    if arch is not None and arch not in models.ARCHS:
+        raise ParameterError(f"unknown architecture {arch!r}; known: {', '.join(models.ARCHS)}")
+    for item in grid:
+        if len(item) != 2:
+            raise ParameterError(f"grid entries are (K, S) pairs, got {item!r}")
+        K, S = item
+        check_config(K, _int("K", K, 1) + _int("S", S, 0), S)
+    if n_test is not None:
+        _int("n_test", n_test, 1)
+    _int("draws", draws, 1)
+    try:
+        pick_device(device)
+    except ValueError as e:
+        raise ParameterError(str(e)) from None
+
+
+def fmt_ci(acc: float, lo: float, hi: float) -> str:
+    """'0.872 [0.860, 0.884]'"""
+    return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]"
