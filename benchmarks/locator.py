@@ -12,11 +12,12 @@ Run: `.venv/bin/python benchmarks/locator.py`.
 from __future__ import annotations
 
 import math
-import statistics
+import os
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import torch
 
 from approxifer import codec, locator
 
@@ -97,15 +98,15 @@ def attack(Y: np.ndarray, E: int, kind: float | str, rng: np.random.Generator) -
 # ---------------------------------------------------------------- measurements
 
 
-def timeit(fn: Callable[[], object], repeat: int = 5) -> float:
-    """Median seconds per call over `repeat` calls (after one warm-up call)."""
+def timeit(fn: Callable[[], object], repeat: int = 7) -> float:
+    """Best seconds per call over `repeat` calls (after one warm-up call): the least disturbed by other load."""
     fn()
     runs = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
         runs.append(time.perf_counter() - t)
-    return statistics.median(runs)
+    return min(runs)
 
 
 def condition_numbers(K: int, E: int, samples: int = 200, seed: int = 0) -> dict[str, float]:
@@ -130,9 +131,9 @@ def main() -> None:
     N = locator.min_returned(K, E)
     returned = rng.permutation(N).tolist()
     Y, _ = attack(tanh_outputs(K, N, GROUPS, rng), E, 100.0, rng)
-    Y = Y[:, np.argsort(np.argsort(returned))]  # rows in the order of `returned`
+    Y = Y[:, returned]  # rows in the order of `returned`
 
-    sub = 16  # the loop is slow: time it on a subset of the groups
+    sub = 32  # the loop is slow: time it on a subset of the groups
     loop = timeit(lambda: loop_locate_groups(Y[:sub], returned, K, N, E), repeat=3) / sub
     batched = {
         m: timeit(lambda m=m: locator.locate(Y, returned, K, N, E, method=m, axis=1)) / GROUPS for m in locator.METHODS
@@ -140,30 +141,27 @@ def main() -> None:
     same = (loop_locate_groups(Y, returned, K, N, E) == locator.locate(Y, returned, K, N, E, axis=1)).all(axis=1)
     robust = timeit(lambda: locator.robust_decode(Y, returned, K, N, E, axis=1)) / GROUPS
 
-    print(f"error locator, K={K}, E={E}, R=N=2K+2E-1={N}, C={C} outputs, {GROUPS} groups, sigma=100 noise on E workers")
-    print(
-        f"  (a) loop reference of the paper's locator (np.linalg.lstsq per group and coordinate): {loop * 1e6:9.1f} us / group"
-    )
-    print(
-        f"  (b) package, method='paper', {GROUPS} groups per call (batched LU):                   {batched['paper'] * 1e6:9.1f} us / group"
-    )
+    print(f"error locator, K={K}, E={E}, R=N=2K+2E-1={N}, C={C} outputs, {GROUPS} groups, sigma=100 on E workers")
+    print(f"  (a) loop reference, np.linalg.lstsq per group and coordinate: {loop * 1e6:9.1f} us / group")
+    print(f"  (b) package, method='paper', {GROUPS} groups per call:          {batched['paper'] * 1e6:9.1f} us / group")
     print(f"  ratio (a)/(b): {loop / batched['paper']:.1f}x; same suspects in {same.mean():.1%} of the {GROUPS} groups")
     for m in locator.METHODS[1:]:
-        print(f"      package, method={m!r:18}, {GROUPS} groups per call: {batched[m] * 1e6:9.1f} us / group")
-    print(f"      robust_decode (method='paper', locate + per-group decoder): {robust * 1e6:9.1f} us / group")
+        print(f"      package, method={m!r:17}, {GROUPS} groups per call: {batched[m] * 1e6:9.1f} us / group")
+    print(f"      robust_decode, method='paper' (locate + decode):    {robust * 1e6:9.1f} us / group")
+    print(
+        f"  (best of repeats; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch intra-op threads "
+        f"{torch.get_num_threads()}; numpy {np.__version__}, torch {torch.__version__})"
+    )
 
-    print(f"\ncondition numbers (2-norm), K={K}, all R=2K+2E-1 workers returned; design = median over 200 y ~ N(0, I):")
+    print(f"\ncondition numbers (2-norm), K={K}, all R=2K+2E-1 returned; design: median over 200 y ~ N(0, I)")
     print(f"  {'E':>2} {'basis monomial':>15} {'basis Chebyshev':>16} {'design monomial':>16} {'design Chebyshev':>17}")
     for e in (1, 2, 3):
         c = condition_numbers(K, e)
-        print(
-            f"  {e:>2} {c['basis monomial']:15.2e} {c['basis chebyshev']:16.2e} {c['design monomial']:16.2e} {c['design chebyshev']:17.2e}"
-        )
+        cells = [c["basis monomial"], c["basis chebyshev"], c["design monomial"], c["design chebyshev"]]
+        print(f"  {e:>2} " + " ".join(f"{x:{w}.2e}" for x, w in zip(cells, (15, 16, 16, 17), strict=True)))
 
     groups = 200
-    print(
-        f"\ndetection rate (share of adversaries named), K={K}, R=N=2K+2E-1, {groups} groups, tanh-network proxy outputs:"
-    )
+    print(f"\ndetection rate (share of adversaries named), K={K}, R=N=2K+2E-1, {groups} groups, tanh-network outputs")
     print(f"  {'E':>2} {'attack':>12} " + " ".join(f"{m:>16}" for m in locator.METHODS))
     for e in (1, 2, 3):
         n = locator.min_returned(K, e)

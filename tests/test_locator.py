@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from locator import condition_numbers, loop_locate_groups
 
 from approxifer import codec, locator
-from approxifer.locator import METHODS, locate, min_returned, robust_decode
+from approxifer.locator import METHODS, decode_excluding, locate, min_returned, robust_decode
 
 C = 10
 
@@ -250,8 +250,8 @@ def test_bad_input_raises_with_a_clear_message(fn):
         fn(Y, E=-1, **ok)
     with pytest.raises(ValueError, match=r"needs at least 2K\+2E-1 = 11 .* E=2 .* K=4 .*got 9"):
         fn(Y, E=2, **ok)
-    with pytest.raises(ValueError, match=r"method must be one of .*'lts'.*got 'median'"):
-        fn(Y, E=1, method="median", **ok)
+    with pytest.raises(ValueError, match=r"method must be one of .*'median'.*got 'mean'"):
+        fn(Y, E=1, method="mean", **ok)
     with pytest.raises(ValueError, match="Y has 8 rows along axis 0 but returned lists 9 workers"):
         fn(Y[:8], E=1, **ok)
     for bad in (np.nan, np.inf):
@@ -265,3 +265,33 @@ def test_bad_input_raises_with_a_clear_message(fn):
         fn(Y, E=1, axis=2, **ok)
     with pytest.raises(TypeError, match="floating-point dtype"):
         fn(Y.astype(np.int64), E=1, **ok)
+
+
+def test_median_baseline_finds_gross_errors_and_decode_excluding_is_the_oracle():
+    rng = np.random.default_rng(7)
+    K, E = 4, 2
+    N = 2 * K + 2 * E - 1
+    X = rng.normal(size=(K, 3))
+    Y = np.stack([codec.encode(X, N)] * 5)  # 5 groups, a linear model
+    bad = np.array([[1, 6], [0, 2], [3, 10], [4, 5], [9, 10]])
+    for g, b in enumerate(bad):
+        Y[g, b] += 1000.0
+    assert np.array_equal(locate(Y, range(N), K, N, E, method="median", axis=1), bad)
+    clean = decode_excluding(Y, list(range(N)), K, N, bad, axis=1)
+    for g, b in enumerate(bad):
+        keep = [i for i in range(N) if i not in b]
+        assert np.allclose(clean[g], codec.decode(Y[g][keep], keep, K, N), atol=1e-12)
+    with pytest.raises(ValueError, match="not in returned"):
+        decode_excluding(Y[:, :-1], list(range(N - 1)), K, N, bad, axis=1)
+
+
+def test_under_determined_fit_only_when_not_strict():
+    rng = np.random.default_rng(3)
+    K, E = 4, 2
+    R = 2 * K + E  # the report's count: E - 1 fewer than the unknowns
+    Y = rng.normal(size=(R, 3))
+    with pytest.raises(ValueError, match="too few returned results"):
+        locate(Y, range(R), K, R, E)
+    assert locate(Y, range(R), K, R, E, strict=False).shape == (E,)
+    with pytest.raises(ValueError, match=r"even for an under-determined fit: need K\+2E = 8"):
+        locate(Y[:7], range(7), K, R, E, strict=False)

@@ -117,3 +117,22 @@ def base_model_table(datasets, archs, *, device: str = "cpu", n_test: int | None
                 }
             )
     return pd.DataFrame(rows).set_index(["dataset", "arch"])
+
+
+def byzantine_comparison(results: dict[str, pd.DataFrame], method: str = "paper") -> pd.DataFrame:
+    """Gaussian-attack grid: `method`'s accuracy ± CI beside [P] and [R] (sigma = 1), plus our other rows."""
+    rows = []
+    for dataset, df in results.items():
+        for (E, attack), g in df.groupby(["E", "attack"], sort=False):
+            by = g.set_index("method")
+            r = by.loc[method]
+            sigma1 = attack == "gaussian sigma=1.0"
+            rows.append({
+                "dataset": NAMES[dataset], "E": E, "attack": attack,
+                f"{method} [95% CI]": fmt_ci(r.accuracy, r.ci_low, r.ci_high),
+                "[P]": _anchor(anchors.BYZANTINE, E, "P", dataset) if sigma1 else "–",
+                "[R]": _anchor(anchors.BYZANTINE, E, "R", dataset) if sigma1 else "–",
+                **{m: by.loc[m, "accuracy"] for m in by.index if m != method},
+                "base": r.base,
+            })  # fmt: skip
+    return pd.DataFrame(rows).set_index(["dataset", "E", "attack"])

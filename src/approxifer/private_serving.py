@@ -1,0 +1,454 @@
+r"""Private-ApproxIFER in the experiments: accuracy under output noise, an audit on real outputs, what workers see.
+
+The mechanism and its accounting live in `privacy`; this module runs them on serving rounds.
+
+* `private_accuracy`: every worker releases its output vector — softmax probabilities ($\Delta_1 = 2$) or logits
+  clipped to $[-c, c]$ ($\Delta_1 = 2cC$) — plus i.i.d. $\mathrm{Lap}(\Delta_1/\varepsilon_{\text{worker}})$ noise
+  per entry; the decoder interpolates the noisy releases of a random set of $N - S$ workers. The base model with
+  the same mechanism releases its own output on each raw query once (per-query $\varepsilon$ = its
+  $\varepsilon$). The round's per-query privacy is $\varepsilon_{\text{total}} = N\varepsilon_{\text{worker}}$
+  (`privacy.round_privacy`): stragglers release too, only later. The noise for every $\varepsilon$ comes from
+  the same seed, so the noise of one $\varepsilon$ is that of another rescaled (common random numbers: the
+  curves are comparable point by point); each $\varepsilon$ on its own is exactly the Laplace mechanism.
+* `neighbouring_rounds`, `audit_release`: two rounds that differ in one query, the worker outputs on both, and
+  `privacy.audit` of the released vectors (one worker's, or all N) projected to the Laplace log-likelihood ratio.
+* `coded_queries`, `reveal`, `reconstruct`: what one worker receives, how much of a query it shows in the clear,
+  and that any K workers together recover every query exactly. Output noise does not change any of this.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from approxifer import codec, data, privacy
+from approxifer.experiments import (
+    ParameterError,
+    WorkerOutputs,
+    accuracy_ci,
+    check_config,
+    decode_groups,
+    draw_returned,
+    test_groups,
+)
+from approxifer.serving import ServedModel
+
+__all__ = [
+    "RELEASES",
+    "NeighbouringRounds",
+    "audit_release",
+    "audit_table",
+    "check_private_params",
+    "coded_queries",
+    "neighbouring_rounds",
+    "noisy_release",
+    "one_hot_workers",
+    "private_accuracy",
+    "reconstruct",
+    "release_l2_sensitivity",
+    "release_sensitivity",
+    "released",
+    "reveal",
+    "ssim",
+]
+
+RELEASES = ("probs", "clipped")
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _epsilons(epsilons: object) -> list[float]:
+    if isinstance(epsilons, str | bytes) or not isinstance(epsilons, Iterable):
+        raise ParameterError(f"epsilons must be a list of positive numbers, got {epsilons!r}")
+    out = []
+    for e in epsilons:
+        if isinstance(e, bool) or not isinstance(e, Real) or math.isnan(e) or e <= 0:
+            raise ParameterError(f"every epsilon must be a number > 0 (math.inf: no noise), got {e!r}")
+        out.append(float(e))
+    if not out:
+        raise ParameterError("epsilons is empty: give at least one per-worker epsilon")
+    return out
+
+
+def _release(release: object, clip: object) -> tuple[str, float | None]:
+    if release not in RELEASES:
+        raise ParameterError(f"unknown release {release!r}; known: {', '.join(RELEASES)}")
+    if release == "probs":
+        return "probs", None
+    if isinstance(clip, bool) or not isinstance(clip, Real) or not math.isfinite(clip) or clip <= 0:
+        raise ParameterError(f"release='clipped' needs a finite clip bound c > 0, got clip={clip!r}")
+    return "clipped", float(clip)
+
+
+def _posint(name: str, value: object, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_private_params(
+    *, epsilons: object, release: object, clip: object, audit_epsilon: object = 1.0, audit_samples: object = 1000
+) -> None:
+    """Validate the privacy notebook's own parameters; raise one `ParameterError` that says what is wrong."""
+    _epsilons(epsilons)
+    _release(release, clip)
+    if clip is not None:
+        _release("clipped", clip)
+    _epsilons([audit_epsilon])
+    if math.isinf(audit_epsilon):
+        raise ParameterError("audit_epsilon must be finite: an infinite epsilon adds no noise to audit")
+    _posint("audit_samples", audit_samples, 1000)
+
+
+# ---------------------------------------------------------------- the released vector
+
+
+def released(scores: np.ndarray, release: str, *, clip: float | None = None) -> np.ndarray:
+    """What a worker releases before noise: softmax probabilities, or logits clipped to [-clip, clip]."""
+    release, clip = _release(release, clip)
+    return privacy.softmax(scores) if release == "probs" else privacy.clip_logits(scores, clip)
+
+
+def release_sensitivity(release: str, num_classes: int, *, clip: float | None = None) -> float:
+    r"""$\Delta_1$ of one worker's release: 2 for probabilities, $2cC$ for logits clipped to $[-c, c]$."""
+    release, clip = _release(release, clip)
+    if release == "probs":
+        return privacy.softmax_l1_sensitivity()
+    return privacy.clipped_logits_l1_sensitivity(clip, _posint("num_classes", num_classes))
+
+
+def release_l2_sensitivity(release: str, num_classes: int, *, clip: float | None = None) -> float:
+    r"""The $\ell_2$ sensitivity the report's Definition 2 would use: $\sqrt 2$ for probabilities, $2c\sqrt C$ for
+    clipped logits. Calibrating Laplace noise to it is NOT $\varepsilon$-DP (the audit's negative control)."""
+    release, clip = _release(release, clip)
+    C = _posint("num_classes", num_classes)
+    return math.sqrt(2.0) if release == "probs" else 2.0 * clip * math.sqrt(C)
+
+
+def noisy_release(
+    scores: np.ndarray, epsilon: float, release: str, *, clip: float | None = None, rng: privacy.RngLike
+) -> np.ndarray:
+    r"""`released(scores)` $+ \mathrm{Lap}(\Delta_1/\varepsilon)$ i.i.d. per entry (last axis: the C classes).
+
+    Every vector along the last axis is one release, $\varepsilon$-DP on its own. `epsilon = math.inf` returns
+    the release without noise (and draws none).
+    """
+    (epsilon,) = _epsilons([epsilon])
+    values = released(scores, release, clip=clip)
+    if math.isinf(epsilon):
+        return values
+    return privacy.laplace_mechanism(values, epsilon, release_sensitivity(release, values.shape[-1], clip=clip), rng)
+
+
+# ---------------------------------------------------------------- accuracy under noise
+
+
+def private_accuracy(
+    wo: WorkerOutputs,
+    epsilons: Sequence[float],
+    *,
+    release: str = "probs",
+    clip: float | None = None,
+    S: int = 1,
+    seed: int = 0,
+    draws: int = 1,
+) -> pd.DataFrame:
+    r"""Accuracy ± 95 % CI against the per-worker $\varepsilon$, for ApproxIFER and for the base model.
+
+    ApproxIFER: each of the N workers releases `noisy_release` of its coded query's output; the decoder uses a
+    uniformly random set of N − S of them (the same sets for every $\varepsilon$, and the same as
+    `experiments.straggler_table` when S = N − K). Base: the same mechanism on the model's own output for each
+    raw query. `epsilon_total` is the round's per-query $N\varepsilon_{\text{worker}}$; `epsilon_base` the base
+    model's per-query $\varepsilon$. `math.inf` in `epsilons` gives the noiseless reference row.
+    """
+    epsilons = _epsilons(epsilons)
+    release, clip = _release(release, clip)
+    K, N, S, _ = check_config(wo.K, wo.N, S)
+    draws = _posint("draws", draws)
+    seed = _posint("seed", seed, 0)
+    tile = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
+    truth = tile(wo.labels)
+    coded, base = tile(wo.coded), tile(wo.base)
+    returned = draw_returned(len(coded), N, S, np.random.default_rng([seed, K, N]))
+    C = coded.shape[-1]
+    delta = release_sensitivity(release, C, clip=clip)
+    rows = []
+    for eps in epsilons:
+        # one seed for every epsilon: common random numbers across the sweep
+        Y = noisy_release(coded, eps, release, clip=clip, rng=np.random.default_rng([seed, K, N, S, 1]))
+        B = noisy_release(base, eps, release, clip=clip, rng=np.random.default_rng([seed, K, N, S, 2]))
+        decoded = decode_groups(Y, returned, K, N)
+        inf = math.isinf(eps)
+        row = {
+            "release": release,
+            "K": K,
+            "N": N,
+            "S": S,
+            "epsilon_worker": eps,
+            "epsilon_total": math.inf if inf else privacy.round_privacy(eps, N).epsilon_total,
+            "epsilon_base": eps,
+            "laplace_scale": 0.0 if inf else privacy.laplace_scale(eps, delta),
+            "rounds": len(truth),
+            "queries": truth.size,
+        }
+        row |= dict(zip(("accuracy", "ci_low", "ci_high"), accuracy_ci(decoded.argmax(-1) == truth), strict=True))
+        row |= dict(zip(("base", "base_low", "base_high"), accuracy_ci(B.argmax(-1) == truth), strict=True))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- audit on real outputs
+
+
+@dataclass(frozen=True)
+class NeighbouringRounds:
+    """Two rounds that differ in query `position`: the worker outputs on both, as released before noise.
+
+    `a`, `b`: (N, C) noiseless releases of the N workers on D and on D'; `l1`: (N,) their per-worker ℓ1
+    distance; `query`, `replacement`: the test indices of the changed query on D and on D'.
+    """
+
+    K: int
+    N: int
+    release: str
+    clip: float | None
+    sensitivity: float
+    queries: np.ndarray
+    position: int
+    query: int
+    replacement: int
+    a: np.ndarray
+    b: np.ndarray
+    l1: np.ndarray
+
+
+def neighbouring_rounds(
+    model: ServedModel,
+    K: int,
+    N: int,
+    *,
+    release: str = "probs",
+    clip: float | None = None,
+    seed: int = 0,
+    candidates: int = 8,
+) -> NeighbouringRounds:
+    """The first round of the seeded test split, and its worst neighbour among a few replace-one candidates.
+
+    Every query position j of the round and each of the next `candidates` test images as its replacement are
+    tried; the pair whose N releases differ most in total ℓ1 is kept (the auditor may pick the neighbours that
+    make the privacy loss largest: a DP guarantee holds for every pair).
+    """
+    release, clip = _release(release, clip)
+    K, N, _, _ = check_config(K, N)
+    candidates = _posint("candidates", candidates)
+    groups = test_groups(model.dataset, K, seed=seed, n_test=K + candidates + (-candidates) % K)
+    x, _ = data.load(model.dataset, "test")
+    queries, pool = groups[0], groups[1:].ravel()[:candidates]
+    X = data.to_tensor(x[queries], model.dataset)
+    P = data.to_tensor(x[pool], model.dataset)
+    rounds = X.unsqueeze(0).repeat(K * candidates + 1, *(1,) * X.ndim)  # round 0: D itself
+    for j in range(K):
+        rounds[1 + j * candidates : 1 + (j + 1) * candidates, j] = P
+    out = model.predict(codec.encode(rounds, N, axis=1).flatten(0, 1)).reshape(len(rounds), N, -1)
+    rel = released(out.astype(np.float64), release, clip=clip)
+    l1 = np.abs(rel[1:] - rel[0]).sum(axis=-1)  # (K * candidates, N)
+    best = int(np.argmax(l1.sum(axis=1)))
+    j, c = divmod(best, candidates)
+    return NeighbouringRounds(
+        K=K,
+        N=N,
+        release=release,
+        clip=clip,
+        sensitivity=release_sensitivity(release, rel.shape[-1], clip=clip),
+        queries=queries,
+        position=j,
+        query=int(queries[j]),
+        replacement=int(pool[c]),
+        a=rel[0],
+        b=rel[1 + best],
+        l1=l1[best],
+    )
+
+
+def audit_release(
+    pair: NeighbouringRounds,
+    epsilon_worker: float,
+    audited_epsilon: float,
+    *,
+    workers: Sequence[int] | None = None,
+    sensitivity: float | None = None,
+    n_samples: int,
+    rng: privacy.RngLike,
+    chunk: int = 20_000,
+) -> privacy.AuditResult:
+    r"""`privacy.audit` of the joint release of `workers` (default: all N) on the two neighbouring rounds.
+
+    Each worker adds $\mathrm{Lap}(\Delta/\varepsilon_{\text{worker}})$ with $\Delta$ = `sensitivity` (default:
+    the correct $\ell_1$ bound; pass a smaller one to audit a mis-calibrated mechanism). The releases are
+    projected to $\sum_k |y_k - b_k| - |y_k - a_k|$, the Laplace log-likelihood ratio of D against D' (up to the
+    scale), a fixed post-processing, rounded to 1e-9; the audit then checks `audited_epsilon`.
+
+    The rounding keeps the audit on the mechanism as designed: without it, the last bits of the floating-point
+    sums differ between the two inputs and the audit detects them (the floating-point weakness of textbook
+    Laplace sampling, Mironov 2012 — a deployment would use a snapping mechanism; here only the design is audited).
+    """
+    idx = np.arange(pair.N) if workers is None else np.asarray(workers, dtype=int)
+    if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= pair.N or len(set(idx.tolist())) != idx.size:
+        raise ParameterError(f"workers must be distinct indices in 0..{pair.N - 1}, got {workers!r}")
+    delta = pair.sensitivity if sensitivity is None else sensitivity
+    a, b = pair.a[idx].ravel(), pair.b[idx].ravel()
+    chunk = _posint("chunk", chunk)
+
+    def mechanism(mean: np.ndarray, g: np.random.Generator, size: int) -> np.ndarray:
+        out = np.empty(size)
+        for s in range(0, size, chunk):
+            n = min(chunk, size - s)
+            y = privacy.laplace_mechanism(np.broadcast_to(mean, (n, mean.size)), epsilon_worker, delta, g)
+            out[s : s + n] = (np.abs(y - b) - np.abs(y - a)).sum(axis=1)
+        return np.round(out, 9)
+
+    return privacy.audit(mechanism, a, b, audited_epsilon, n_samples=n_samples, rng=rng, bins=20)
+
+
+def audit_table(pair: NeighbouringRounds, epsilon_worker: float, *, n_samples: int, seed: int = 0) -> pd.DataFrame:
+    r"""The audits the privacy chapter reports, on one pair of neighbouring rounds.
+
+    1. the most affected worker alone, correct $\ell_1$ calibration, against $\varepsilon_{\text{worker}}$;
+    2. all N releases of the round, correct calibration, against $N\varepsilon_{\text{worker}}$ (the theorem);
+    3. the same N releases against $\varepsilon_{\text{worker}}$ (the report's claim for the round);
+    4. negative control: the most affected worker with noise calibrated to the $\ell_2$ sensitivity
+       (`release_l2_sensitivity`, the report's Definition 2), against the $\varepsilon_{\text{worker}}$ it claims.
+    """
+    (epsilon_worker,) = _epsilons([epsilon_worker])
+    l2_sensitivity = release_l2_sensitivity(pair.release, pair.a.shape[-1], clip=pair.clip)
+    worst = int(np.argmax(pair.l1))
+    N = pair.N
+    cases = [
+        ("one worker", "ℓ1 (correct)", [worst], None, epsilon_worker),
+        (f"all N = {N} workers", "ℓ1 (correct)", None, None, N * epsilon_worker),
+        (f"all N = {N} workers", "ℓ1 (correct)", None, None, epsilon_worker),
+        ("one worker", "ℓ2 (the report's)", [worst], l2_sensitivity, epsilon_worker),
+    ]
+    rows = []
+    for i, (who, calib, workers, sens, audited) in enumerate(cases):
+        res = audit_release(
+            pair,
+            epsilon_worker,
+            audited,
+            workers=workers,
+            sensitivity=sens,
+            n_samples=n_samples,
+            rng=np.random.default_rng([seed, i]),
+        )
+        idx = np.arange(N) if workers is None else np.asarray(workers)
+        delta = pair.sensitivity if sens is None else sens
+        rows.append(
+            {
+                "release observed": who if workers is None else f"{who} (worker {worst})",
+                "calibration": calib,
+                "epsilon_worker": epsilon_worker,
+                "true loss bound": float(pair.l1[idx].sum()) * epsilon_worker / delta,
+                "audited epsilon": audited,
+                "epsilon_lower": res.epsilon_lower,
+                "passed": res.passed,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- what a worker sees
+
+
+def one_hot_workers(K: int, N: int) -> list[int]:
+    """The workers whose encoder row is one-hot (a worker point equals a query point): they get a query itself."""
+    K, N, _, _ = check_config(K, N)
+    E = codec.encoder_matrix(K, N)
+    return np.flatnonzero((E != 0).sum(axis=1) == 1).tolist()
+
+
+def coded_queries(images: np.ndarray, dataset: str, N: int) -> np.ndarray:
+    """The N coded queries of K uint8 images (K, H, W, C), as workers get them, de-normalised to [0, 1] pixels.
+
+    Encoded in float64 (the served models get the same in float32). Values can leave [0, 1] (Berrut weights can
+    be negative); nothing is clipped here.
+    """
+    d = data.info(dataset)
+    mean, std = np.asarray(d.mean), np.asarray(d.std)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != d.shape:
+        shape = ", ".join(map(str, d.shape))
+        raise ValueError(f"expected uint8 images (K, {shape}), got {images.dtype} {images.shape}")
+    normalised = (images / 255.0 - mean) / std  # what data.to_tensor gives the model, in float64
+    return codec.encode(normalised, N) * std + mean
+
+
+def ssim(x: np.ndarray, y: np.ndarray, *, data_range: float = 1.0, sigma: float = 1.5) -> float:
+    """Mean structural similarity (Wang et al. 2004) of two images (H, W) or (H, W, C), Gaussian window σ=1.5.
+
+    Channels are compared separately and averaged; 1 means identical.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.shape != y.shape or x.ndim not in (2, 3):
+        raise ValueError(f"ssim needs two images of the same shape (H, W) or (H, W, C), got {x.shape}, {y.shape}")
+    if x.ndim == 2:
+        x, y = x[..., None], y[..., None]
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    scores = []
+    for ch in range(x.shape[-1]):
+        a, b = x[..., ch], y[..., ch]
+        f = lambda z: ndimage.gaussian_filter(z, sigma, truncate=3.5)  # noqa: E731 - 11 x 11 window
+        mx, my = f(a), f(b)
+        vx, vy, cxy = f(a * a) - mx * mx, f(b * b) - my * my, f(a * b) - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        scores.append(s.mean())
+    return float(np.mean(scores))
+
+
+def reveal(images: np.ndarray, dataset: str, N: int) -> pd.DataFrame:
+    r"""Per worker: how much of one query its coded query shows in the clear.
+
+    `max |weight|`: the largest $|E_{ij}|$ of its encoder row (1: it receives a query itself); `nearest query`:
+    the query its coded query correlates with most; `pearson`, `ssim`, `relative L2` ($\lVert \tilde X_i - X_j
+    \rVert_2 / \lVert X_j \rVert_2$) against that query, on de-normalised pixels.
+    """
+    K = len(images)
+    coded = coded_queries(images, dataset, N)
+    plain = images.astype(np.float64) / 255.0
+    E = codec.encoder_matrix(K, N)
+    q = plain.reshape(K, -1)
+    c = coded.reshape(N, -1)
+    qc = (q - q.mean(1, keepdims=True)) / q.std(1, keepdims=True)
+    cc = (c - c.mean(1, keepdims=True)) / c.std(1, keepdims=True)
+    corr = cc @ qc.T / q.shape[1]  # (N, K)
+    rows = []
+    for i in range(N):
+        j = int(np.argmax(corr[i]))
+        rows.append(
+            {
+                "worker": i,
+                "max |weight|": float(np.abs(E[i]).max()),
+                "nearest query": j,
+                "pearson": float(corr[i, j]),
+                "ssim": ssim(coded[i], plain[j]),
+                "relative L2": float(np.linalg.norm(c[i] - q[j]) / np.linalg.norm(q[j])),
+            }
+        )
+    return pd.DataFrame(rows).set_index("worker")
+
+
+def reconstruct(coded: np.ndarray, workers: Sequence[int], K: int, N: int) -> np.ndarray:
+    r"""The K queries from the coded queries of `workers` (any K with an invertible block of $E$): solve
+    $E_{\text{workers}} X = \tilde X_{\text{workers}}$. `coded` holds those workers' coded queries, in order."""
+    workers = list(workers)
+    if len(workers) != K:
+        raise ParameterError(f"reconstruct needs exactly K={K} workers, got {len(workers)}")
+    block = codec.encoder_matrix(K, N)[workers]
+    coded = np.asarray(coded, np.float64)
+    return np.linalg.solve(block, coded.reshape(K, -1)).reshape(coded.shape)
