@@ -37,6 +37,7 @@ unit: venv
 
 bench: venv
 	$(PY) benchmarks/codec.py
+	$(PY) benchmarks/locator.py
 
 # The published run: execute every notebook with book/params.yml into book/, then build the HTML.
 book: data
@@ -49,7 +50,7 @@ notebooks: data
 
 # The HTML book from the executed notebooks as committed (nothing is re-executed).
 html: venv
-	.venv/bin/jupyter-book build . -W -n --keep-going
+	.venv/bin/jupyter-book build . --all -W -n --keep-going
 
 nbval: data
 	$(PY) -m pytest --nbval notebooks --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider

@@ -1,4 +1,5 @@
-"""The `approxifer` command: `approxifer data`, `approxifer train DATASET ARCH`, `approxifer notebooks`."""
+"""The `approxifer` command: `data`, `train DATASET ARCH`, `train-parity DATASET ARCH K`, `fit-classical DATASET NAME`,
+`notebooks`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("data", "train", "notebooks")
+    commands = ("data", "train", "train-parity", "fit-classical", "notebooks")
     if not argv or argv[0] not in commands:
         print(f"usage: approxifer {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)
@@ -26,6 +27,14 @@ def main(argv: list[str] | None = None) -> None:
         from approxifer import train
 
         train.main(rest)
+    elif command == "train-parity":
+        from approxifer import baselines
+
+        baselines.main(rest)
+    elif command == "fit-classical":
+        from approxifer import classical
+
+        classical.main(rest)
     elif command == "notebooks":
         run_notebooks(rest)
 

@@ -83,12 +83,13 @@ def models_dir() -> Path:
     return Path(os.environ.get("APPROXIFER_MODELS", REPO_ROOT / "models"))
 
 
-def weights_path(dataset: str, arch: str) -> Path:
-    return models_dir() / f"{dataset}-{arch}.safetensors"
+def weights_path(dataset: str, arch: str, variant: str = "") -> Path:
+    """``models/<dataset>-<arch><variant>.safetensors``; a variant names a derived model (e.g. ``-parityK8``)."""
+    return models_dir() / f"{dataset}-{arch}{variant}.safetensors"
 
 
-def card_path(dataset: str, arch: str) -> Path:
-    return models_dir() / f"{dataset}-{arch}.json"
+def card_path(dataset: str, arch: str, variant: str = "") -> Path:
+    return models_dir() / f"{dataset}-{arch}{variant}.json"
 
 
 def file_sha256(path: Path) -> str:
@@ -99,43 +100,53 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_card(dataset: str, arch: str) -> dict:
-    """The model card of a trained model (accuracy, recipe, seed, wall time, sha256, command...)."""
+def _train_command(dataset: str, arch: str) -> str:
+    return f"make train MODELS={dataset}:{arch}` or `approxifer train {dataset} {arch}"
+
+
+def load_card(dataset: str, arch: str, *, variant: str = "", command: str | None = None) -> dict:
+    """The model card of a trained model (accuracy, recipe, seed, wall time, sha256, command...).
+
+    `variant` and `command` name a derived model (file suffix) and the command that trains it, for the errors.
+    """
     info(dataset)
     _check_arch(arch)
-    path = card_path(dataset, arch)
-    if not path.exists() or not weights_path(dataset, arch).exists():
+    path, weights = card_path(dataset, arch, variant), weights_path(dataset, arch, variant)
+    if not path.exists() or not weights.exists():
         raise ModelError(
-            f"no trained {arch} for {dataset} in {models_dir()} (looked for {path.name} and "
-            f"{weights_path(dataset, arch).name}); create it with `make train MODELS={dataset}:{arch}` "
-            f"or `approxifer train {dataset} {arch}`"
+            f"no trained {arch}{variant} for {dataset} in {models_dir()} (looked for {path.name} and "
+            f"{weights.name}); create it with `{command or _train_command(dataset, arch)}`"
         )
     return json.loads(path.read_text())
 
 
-def load(dataset: str, arch: str, device: str | torch.device = "cpu") -> nn.Module:
+def load(
+    dataset: str, arch: str, device: str | torch.device = "cpu", *, variant: str = "", command: str | None = None
+) -> nn.Module:
     """The trained model in eval mode (float32), after checking its weights' sha256 against the model card."""
-    card = load_card(dataset, arch)
-    path = weights_path(dataset, arch)
+    card = load_card(dataset, arch, variant=variant, command=command)
+    path = weights_path(dataset, arch, variant)
     got = file_sha256(path)
     if got != card["weights_sha256"]:
         raise ModelError(
             f"{path.name} has sha256 {got} but its model card records {card['weights_sha256']}: the weights "
-            f"were changed or damaged; restore them (git checkout {path.name}) or retrain"
+            f"were changed or damaged; restore them (git checkout {path.name}) or retrain with "
+            f"`{command or _train_command(dataset, arch)}`"
         )
     model = build(arch, dataset)
     model.load_state_dict(load_file(path))  # copies and casts the stored fp16/fp32 tensors into the fp32 model
     return model.to(device).eval()
 
 
-def save(model: nn.Module, dataset: str, arch: str, card: dict, *, half: bool) -> dict:
+def save(model: nn.Module, dataset: str, arch: str, card: dict, *, half: bool, variant: str = "") -> dict:
     """Write the weights (fp16 if `half`) and the model card with their sha256; return the card."""
-    path = weights_path(dataset, arch)
+    _check_arch(arch)
+    path = weights_path(dataset, arch, variant)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {
         k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu() for k, v in model.state_dict().items()
     }
     save_file(state, path)
     card = {**card, "weights_dtype": "float16" if half else "float32", "weights_sha256": file_sha256(path)}
-    card_path(dataset, arch).write_text(json.dumps(card, indent=2) + "\n")
+    card_path(dataset, arch, variant).write_text(json.dumps(card, indent=2) + "\n")
     return card

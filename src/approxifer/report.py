@@ -136,3 +136,12 @@ def byzantine_comparison(results: dict[str, pd.DataFrame], method: str = "paper"
                 "base": r.base,
             })  # fmt: skip
     return pd.DataFrame(rows).set_index(["dataset", "E", "attack"])
+
+
+def verdict(acc: float, lo: float, hi: float, ref: float | None) -> str:
+    """How our accuracy (with its 95 % CI) compares with a published value."""
+    if ref is None:
+        return "no published value"
+    if lo <= ref <= hi:
+        return "reproduced (published value inside our 95 % CI)"
+    return f"{'higher' if acc > ref else 'lower'} than published by {abs(acc - ref):.3f}"

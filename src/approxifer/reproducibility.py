@@ -46,11 +46,13 @@ def model_cards() -> pd.DataFrame:
     rows = []
     for path in sorted(models.models_dir().glob("*.json")):
         card = json.loads(path.read_text())
+        accuracy = card.get("test_accuracy", card.get("degraded_accuracy"))
         rows.append({
-            "model": path.stem, "test accuracy": card["test_accuracy"], "epochs": card["epochs"],
-            "seed": card["seed"], "weights": card["weights_dtype"], "device": card["device"],
-            "wall time (min)": round(card["wall_time_s"] / 60, 1), "torch": card["torch_version"],
-            "command": card["command"], "sha256": card["weights_sha256"][:16] + "…",
+            "model": path.stem, "kind": card.get("kind", "classical" if "library" in card else "base"),
+            "test accuracy": accuracy, "epochs": card.get("epochs"), "seed": card.get("seed"),
+            "wall time (min)": round(card["wall_time_s"] / 60, 1),
+            "made with": card.get("torch_version", card.get("library")), "command": card["command"],
+            "sha256": card["weights_sha256"][:16] + "…",
         })  # fmt: skip
     return pd.DataFrame(rows).set_index("model")
 

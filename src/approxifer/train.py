@@ -76,7 +76,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("mnist", "resnet34"): Recipe(epochs=2, crop_pad=2, flip=False),
     ("mnist", "lenet5"): Recipe(epochs=12, batch_size=128, lr=0.05, crop_pad=2, flip=False, label_smoothing=0.0),
     ("mnist", "mlp"): Recipe(epochs=20, batch_size=128, lr=0.05, crop_pad=0, flip=False, label_smoothing=0.0),
-    ("fashion-mnist", "resnet18"): Recipe(epochs=10, crop_pad=2),
+    ("fashion-mnist", "resnet18"): Recipe(epochs=8, crop_pad=2),
     ("cifar10", "resnet18"): Recipe(epochs=18),
     ("cifar10", "resnet34"): Recipe(epochs=18),
 }
