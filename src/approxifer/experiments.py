@@ -39,6 +39,7 @@ __all__ = [
     "decode_groups",
     "draw_returned",
     "fmt_ci",
+    "per_query_accuracy",
     "replication_correct",
     "stage_times",
     "straggler_table",
@@ -349,3 +350,21 @@ def check_params(
 def fmt_ci(acc: float, lo: float, hi: float) -> str:
     """'0.872 [0.860, 0.884]'"""
     return f"{acc:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def per_query_accuracy(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> pd.DataFrame:
+    """ApproxIFER's accuracy by query position j (point alpha_j) with S = N - K random stragglers, beside the base.
+
+    Shows where the decoder loses accuracy: the worker points cos(i pi / N), i < N, stop short of -1, so the last
+    query point lies outside the returned nodes and is extrapolated.
+    """
+    rng = np.random.default_rng([seed, wo.K, wo.N])
+    returned = draw_returned(wo.G * draws, wo.N, wo.N - wo.K, rng)
+    decoded = decode_groups(np.tile(wo.coded, (draws, 1, 1)), returned, wo.K, wo.N)
+    correct = decoded.argmax(-1) == np.tile(wo.labels, (draws, 1))
+    base = wo.base.argmax(-1) == wo.labels
+    rows = []
+    for j, alpha in enumerate(codec.query_points(wo.K)):
+        acc, lo, hi = accuracy_ci(correct[:, j : j + 1])
+        rows.append({"j": j, "alpha_j": alpha, "accuracy": acc, "ci_low": lo, "ci_high": hi, "base": base[:, j].mean()})
+    return pd.DataFrame(rows)
