@@ -182,3 +182,18 @@ def test_matrices_are_cached_and_read_only():
         encoder_matrix(8, 9)[0, 0] = 1.0
     with pytest.raises(ValueError):
         decoder_matrix(8, 9, [0, 1, 2])[0, 0] = 1.0
+
+
+def test_index_signs_are_the_papers_literal_formula():
+    """signs="index" is r(z) with (-1)^i over the returned i; with every worker returned the readings coincide."""
+    K, N = 8, 9
+    rng = np.random.default_rng(0)
+    Y = rng.normal(size=(N, 10))
+    assert np.allclose(decode(Y, range(N), K, N, signs="index"), decode(Y, range(N), K, N), atol=1e-12)
+    ret = [0, 1, 2, 3, 5, 6, 7, 8]
+    w = np.array([(-1.0) ** i for i in ret]) / (query_points(K)[:, None] - worker_points(N)[ret])
+    expected = (w / w.sum(axis=1, keepdims=True)) @ Y[ret]
+    assert np.allclose(decode(Y[ret], ret, K, N, signs="index"), expected, atol=1e-10)
+    assert not np.allclose(decode(Y[ret], ret, K, N, signs="index"), decode(Y[ret], ret, K, N), atol=1e-3)
+    with pytest.raises(ValueError, match="signs must be one of position, index"):
+        decode(Y, range(N), K, N, signs="paper")

@@ -44,7 +44,7 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -253,20 +253,8 @@ def train_parity(
     total = recipe.epochs * steps_per_epoch
 
     model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay
-    )
     meta = {"K": K, "base_arch": base_arch, "base_sha256": base.fingerprint, "subset": subset, "grad_clip": GRAD_CLIP}
-    state = {"step": 0, "elapsed": 0.0, "history": [], "recipe": asdict(recipe), **meta}
-    if resume and (run_dir / "state.json").exists():
-        state = train._load_checkpoint(run_dir, model, opt)
-        if state["recipe"] != asdict(recipe) or any(state.get(k) != v for k, v in meta.items()):
-            raise ValueError(
-                f"the checkpoint in {run_dir} was made with another recipe, K, subset or base model; "
-                "delete it or drop --resume"
-            )
-    elif resume:
-        print(f"no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+    opt, state = train.start(model, recipe, run_dir, resume, meta, what="recipe, K, subset or base model")
 
     bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=f"{dataset}/{parity_name(arch, K)}")
     t0 = time.perf_counter() - state["elapsed"]

@@ -124,23 +124,24 @@ def worker_points(N: int) -> np.ndarray:
     return np.cos(np.arange(N) * np.pi / N)
 
 
-def berrut_matrix(nodes: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def berrut_matrix(nodes: np.ndarray, targets: np.ndarray, signs: np.ndarray | None = None) -> np.ndarray:
     r"""Berrut weights $W_{tl} = \frac{(-1)^l/(z_t - x_l)}{\sum_m (-1)^m/(z_t - x_m)}$, shape (targets, nodes).
 
     `nodes` must be listed in their order along the real line (either direction): the sign $(-1)^l$ follows the
     position $l$ in that list. Each row sums to one. A target within `EXACT_HIT_TOL` of a node gets the one-hot
-    row of that node (the interpolant's value there), so nothing is divided by zero.
+    row of that node (the interpolant's value there), so nothing is divided by zero. `signs` overrides the
+    alternating signs (only to measure other readings of the formula; it can put poles on the real line).
     """
     nodes = np.asarray(nodes, dtype=np.float64)
     targets = np.asarray(targets, dtype=np.float64)
     diff = targets[:, None] - nodes[None, :]
     hit = np.abs(diff) < EXACT_HIT_TOL
-    diff[hit] = 1.0  # placeholder; rows with a hit are replaced below
-    signs = np.where(np.arange(nodes.size) % 2 == 0, 1.0, -1.0)
-    w = signs / diff
-    w /= w.sum(axis=1, keepdims=True)
-    rows = hit.any(axis=1)
-    w[rows] = hit[rows] / hit[rows].sum(axis=1, keepdims=True)
+    rows = hit.any(axis=1)  # targets on a node: the one-hot row of that node
+    if signs is None:
+        signs = np.where(np.arange(nodes.size) % 2 == 0, 1.0, -1.0)
+    w = hit / np.maximum(hit.sum(axis=1, keepdims=True), 1)
+    w[~rows] = signs / diff[~rows]
+    w[~rows] /= w[~rows].sum(axis=1, keepdims=True)
     return w
 
 
@@ -153,7 +154,10 @@ def encoder_matrix(K: int, N: int) -> np.ndarray:
     return w
 
 
-def decoder_matrix(K: int, N: int, returned: Sequence[int]) -> np.ndarray:
+SIGNS = ("position", "index")
+
+
+def decoder_matrix(K: int, N: int, returned: Sequence[int], *, signs: str = "position") -> np.ndarray:
     r"""The (K, len(returned)) matrix $D_{jl} = \ell_l(\alpha_j)$, columns in the order of `returned`. Read-only.
 
     The sign of a returned worker is $(-1)^l$ with $l$ its position in the *sorted* returned set, not
@@ -161,12 +165,15 @@ def decoder_matrix(K: int, N: int, returned: Sequence[int]) -> np.ndarray:
     interpolant is pole-free only when the signs alternate between *consecutive* nodes: with the global index,
     two returned workers on either side of a straggler get the same sign, the denominator changes sign between
     them and the decoder can have a pole inside $[-1, 1]$, near the query points. With all N workers returned
-    the two readings coincide; the original authors' code uses the position, as we do.
+    the two readings coincide; the original authors' code uses the position, as we do. ``signs="index"`` gives
+    the paper's literal reading, for measuring what the difference costs.
     """
     K, N = _check_sizes(K, N)
     returned = _check_returned(returned, N)
     order = np.argsort(returned)
-    w = _decoder_matrix_sorted(K, N, tuple(sorted(returned)))
+    if signs not in SIGNS:
+        raise ValueError(f"signs must be one of {', '.join(SIGNS)}, got {signs!r}")
+    w = _decoder_matrix_sorted(K, N, tuple(sorted(returned)), signs)
     out = np.empty_like(w)
     out[:, order] = w
     out.flags.writeable = False
@@ -174,8 +181,9 @@ def decoder_matrix(K: int, N: int, returned: Sequence[int]) -> np.ndarray:
 
 
 @lru_cache(maxsize=4096)
-def _decoder_matrix_sorted(K: int, N: int, returned: tuple[int, ...]) -> np.ndarray:
-    return berrut_matrix(worker_points(N)[list(returned)], query_points(K))
+def _decoder_matrix_sorted(K: int, N: int, returned: tuple[int, ...], signs: str = "position") -> np.ndarray:
+    by_index = (-1.0) ** np.array(returned) if signs == "index" else None
+    return berrut_matrix(worker_points(N)[list(returned)], query_points(K), by_index)
 
 
 # ---------------------------------------------------------------- encode / decode
@@ -217,7 +225,7 @@ def encode(X: Array, N: int, *, axis: int = 0) -> Array:
     return _apply(encoder_matrix(K, N), X, axis)
 
 
-def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0) -> Array:
+def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0, signs: str = "position") -> Array:
     r"""Berrut-decode the returned outputs: $\hat Y_j = r(\alpha_j) = \sum_{l} \ell_l(\alpha_j)\, Y_l$.
 
     Args:
@@ -225,6 +233,7 @@ def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0) 
         returned: distinct worker indices in 0..N-1, any order, any count >= 1.
         K: number of queries; N: number of workers.
         axis: the worker axis; axes before it are independent groups.
+        signs: ``"position"`` (sign by position in the sorted returned set; see `decoder_matrix`) or ``"index"``.
 
     Returns:
         The K approximate outputs, shape (..., K, *payload), same type, dtype and device as `Y`.
@@ -235,4 +244,4 @@ def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0) 
     if Y.shape[axis] != len(returned):
         raise ValueError(f"Y has {Y.shape[axis]} rows along axis {axis} but returned lists {len(returned)} workers")
     _check_finite("Y", Y, axis, "workers", returned)
-    return _apply(decoder_matrix(K, N, returned), Y, axis)
+    return _apply(decoder_matrix(K, N, returned, signs=signs), Y, axis)

@@ -201,7 +201,7 @@ def draw_returned(G: int, N: int, S: int, rng: np.random.Generator) -> np.ndarra
     return np.sort(np.argsort(rng.random((G, N)), axis=1)[:, : N - S], axis=1)
 
 
-def decode_groups(Y: np.ndarray, returned: np.ndarray, K: int, N: int) -> np.ndarray:
+def decode_groups(Y: np.ndarray, returned: np.ndarray, K: int, N: int, *, signs: str = "position") -> np.ndarray:
     """Decode each round g from the outputs Y[g, returned[g]]: (G, N, C), (G, R) -> (G, K, C).
 
     Rounds that share a returned set are decoded together, as one batched matrix product.
@@ -210,7 +210,7 @@ def decode_groups(Y: np.ndarray, returned: np.ndarray, K: int, N: int) -> np.nda
     sets, which = np.unique(returned, axis=0, return_inverse=True)
     for s, ret in enumerate(sets):
         idx = np.flatnonzero(which.ravel() == s)
-        out[idx] = codec.decode(Y[idx][:, ret].astype(np.float64), ret, K, N, axis=1)
+        out[idx] = codec.decode(Y[idx][:, ret].astype(np.float64), ret, K, N, axis=1, signs=signs)
     return out
 
 
@@ -245,7 +245,13 @@ def replication_correct(wo: WorkerOutputs, returned: np.ndarray) -> np.ndarray:
 
 
 def straggler_table(
-    outputs: Iterable[WorkerOutputs], *, draws: int = 1, seed: int = 0, kind: str = "logits", baselines: bool = True
+    outputs: Iterable[WorkerOutputs],
+    *,
+    draws: int = 1,
+    seed: int = 0,
+    kind: str = "logits",
+    baselines: bool = True,
+    signs: str = "position",
 ) -> pd.DataFrame:
     """ApproxIFER (and uncoded / replication) accuracy with CIs, one row per WorkerOutputs with S = N - K."""
     rows = []
@@ -254,7 +260,7 @@ def straggler_table(
         rng = np.random.default_rng([seed, wo.K, wo.N])
         truth = np.tile(wo.labels, (draws, 1))
         returned = draw_returned(wo.G * draws, wo.N, S, rng)
-        decoded = decode_groups(np.tile(transform(wo.coded, kind), (draws, 1, 1)), returned, wo.K, wo.N)
+        decoded = decode_groups(np.tile(transform(wo.coded, kind), (draws, 1, 1)), returned, wo.K, wo.N, signs=signs)
         row = {"K": wo.K, "S": S, "N": wo.N, "rounds": wo.G * draws, "queries": truth.size}
         row |= dict(zip(("accuracy", "ci_low", "ci_high"), accuracy_ci(decoded.argmax(-1) == truth), strict=True))
         row |= dict(zip(("base", "base_low", "base_high"), accuracy_ci(wo.base.argmax(-1) == wo.labels), strict=True))

@@ -179,6 +179,27 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -
     return json.loads((path / "state.json").read_text())
 
 
+def start(
+    model: nn.Module, recipe: Recipe, run_dir: Path, resume: bool, settings: dict | None = None, what: str = "recipe"
+) -> tuple[torch.optim.Optimizer, dict]:
+    """The optimizer (SGD, Nesterov) and the run state, fresh or resumed from `run_dir`'s checkpoint.
+
+    A checkpoint made with another recipe (or other `settings`, stored in the state) is refused, not mixed in.
+    """
+    opt = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay
+    )
+    settings = settings or {}
+    state = {"step": 0, "elapsed": 0.0, "history": [], "recipe": asdict(recipe), **settings}
+    if resume and (run_dir / "state.json").exists():
+        state = _load_checkpoint(run_dir, model, opt)
+        if state["recipe"] != asdict(recipe) or any(state.get(k) != v for k, v in settings.items()):
+            raise ValueError(f"the checkpoint in {run_dir} was made with another {what}; delete it or drop --resume")
+    elif resume:
+        print(f"no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+    return opt, state
+
+
 def train(
     dataset: str,
     arch: str,
@@ -207,16 +228,7 @@ def train(
     total = recipe.epochs * steps_per_epoch
 
     model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(
-        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, nesterov=True, weight_decay=recipe.weight_decay
-    )
-    state = {"step": 0, "elapsed": 0.0, "history": [], "recipe": asdict(recipe)}
-    if resume and (run_dir / "state.json").exists():
-        state = _load_checkpoint(run_dir, model, opt)
-        if state["recipe"] != asdict(recipe):
-            raise ValueError(f"the checkpoint in {run_dir} was made with another recipe; delete it or drop --resume")
-    elif resume:
-        print(f"no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+    opt, state = start(model, recipe, run_dir, resume)
 
     loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=f"{dataset}/{arch}", unit="step")
