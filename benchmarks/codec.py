@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import torch
-from loop_codec import loop_decode, loop_encode
+from loop_codec import loop_decode, loop_encode, scalar_decode, scalar_encode
 
 from approxifer import codec, models
 
@@ -38,6 +38,8 @@ def main() -> None:
     rng.shuffle(returned)
 
     loop = timeit(lambda: (loop_encode(X[0], N), loop_decode(Y[0], returned, K, N)), number=5)
+    scalar = timeit(lambda: (scalar_encode(X[0], N), scalar_decode(Y[0], returned, K, N)), repeat=1)
+    assert np.allclose(scalar_encode(X[0], N), loop_encode(X[0], N), atol=1e-10)
     one = timeit(lambda: (codec.encode(X[0], N), codec.decode(Y[0], returned, K, N)), number=50)
     batched = timeit(lambda: (codec.encode(X, N, axis=1), codec.decode(Y, returned, K, N, axis=1))) / GROUPS
     Xt, Yt = torch.from_numpy(X).float(), torch.from_numpy(Y).float()
@@ -55,10 +57,11 @@ def main() -> None:
 
     print(f"codec, one group (K={K}, N={N}, 3x32x32 queries, 10-class outputs, S=1), encode + decode:")
     print(f"  (a) loop implementation of the paper's formulas (float64): {loop * 1e6:10.1f} us / group")
+    print(f"      the same with a Python loop per pixel too (no numpy):   {scalar * 1e6:10.1f} us / group")
     print(f"  (b) package, one group per call (numpy float64):          {one * 1e6:10.1f} us / group")
     print(f"      package, {GROUPS} groups per call (numpy float64):       {batched * 1e6:10.1f} us / group")
     print(f"      package, {GROUPS} groups per call (torch float32):       {batched32 * 1e6:10.1f} us / group")
-    print(f"  ratio (a)/(b) one group per call:  {loop / one:8.1f}x")
+    print(f"  ratio (a)/(b) one group per call:  {loop / one:8.1f}x   (per-pixel loop / (b): {scalar / one:.0f}x)")
     print(
         f"  ratio (a)/(b) {GROUPS} groups per call: {loop / batched:8.1f}x (float64), {loop / batched32:.1f}x (float32)"
     )

@@ -41,3 +41,29 @@ def loop_decode(Y: np.ndarray, returned: list[int], K: int, N: int) -> np.ndarra
     betas = [math.cos(i * math.pi / N) for i in F]
     alphas = [math.cos((2 * j + 1) * math.pi / (2 * K)) for j in range(K)]
     return np.stack([_berrut(betas, [rows[i] for i in F], z) for z in alphas])
+
+
+def scalar_encode(X: np.ndarray, N: int) -> np.ndarray:
+    """The same formula with one Python loop per output element too (no array arithmetic at all)."""
+    K = len(X)
+    flat = X.reshape(K, -1).tolist()
+    alphas = [math.cos((2 * j + 1) * math.pi / (2 * K)) for j in range(K)]
+    out = []
+    for i in range(N):
+        z = math.cos(i * math.pi / N)
+        weights = [_l(alphas, j, z) for j in range(K)]
+        out.append([sum(weights[j] * flat[j][m] for j in range(K)) for m in range(len(flat[0]))])
+    return np.array(out).reshape(N, *X.shape[1:])
+
+
+def scalar_decode(Y: np.ndarray, returned: list[int], K: int, N: int) -> np.ndarray:
+    """`loop_decode` with one Python loop per output element."""
+    rows = dict(zip(returned, Y.reshape(len(Y), -1).tolist(), strict=True))
+    F = sorted(returned)
+    betas = [math.cos(i * math.pi / N) for i in F]
+    out = []
+    for j in range(K):
+        z = math.cos((2 * j + 1) * math.pi / (2 * K))
+        weights = [_l(betas, k, z) for k in range(len(F))]
+        out.append([sum(weights[k] * rows[F[k]][m] for k in range(len(F))) for m in range(len(rows[F[0]]))])
+    return np.array(out).reshape(K, *Y.shape[1:])

@@ -169,13 +169,17 @@ def decoder_matrix(K: int, N: int, returned: Sequence[int], *, signs: str = "pos
     the paper's literal reading, for measuring what the difference costs.
     """
     K, N = _check_sizes(K, N)
-    returned = _check_returned(returned, N)
-    order = np.argsort(returned)
     if signs not in SIGNS:
         raise ValueError(f"signs must be one of {', '.join(SIGNS)}, got {signs!r}")
+    return _decoder_matrix_ordered(K, N, _check_returned(returned, N), signs)
+
+
+@lru_cache(maxsize=4096)
+def _decoder_matrix_ordered(K: int, N: int, returned: tuple[int, ...], signs: str) -> np.ndarray:
+    """The sorted set's matrix with its columns put back in the order of `returned` (cached per order)."""
     w = _decoder_matrix_sorted(K, N, tuple(sorted(returned)), signs)
     out = np.empty_like(w)
-    out[:, order] = w
+    out[:, np.argsort(returned)] = w
     out.flags.writeable = False
     return out
 

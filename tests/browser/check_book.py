@@ -48,6 +48,11 @@ def check(root: Path) -> list[str]:
         browser = pw.chromium.launch(executable_path=chromium(), args=ARGS)
         for page_path in pages:
             name = page_path.relative_to(root).as_posix()
+            redirect = re.search(r'http-equiv="refresh"[^>]*url=([^"]+)"', page_path.read_text(), re.IGNORECASE)
+            if redirect:  # a redirect stub (index.html): its target must exist
+                if not (page_path.parent / redirect.group(1)).exists():
+                    problems.append(f"{name}: redirects to a missing page {redirect.group(1)}")
+                continue
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             remote: list[str] = []
             failed: list[str] = []
@@ -58,10 +63,19 @@ def check(root: Path) -> list[str]:
             problems += [f"{name}: request to the network: {u}" for u in remote]
             problems += [f"{name}: failed to load {u}" for u in failed if urlparse(u).scheme in LOCAL]
             if page.locator(".math").count():
-                try:
-                    page.wait_for_selector("mjx-container", timeout=20_000)
+                try:  # every math element holds MathJax output
+                    page.wait_for_function(
+                        "Array.from(document.querySelectorAll('.math')).every(e => e.querySelector('mjx-container'))",
+                        timeout=30_000,
+                    )
                 except Exception:
-                    problems.append(f"{name}: the page has math but MathJax typeset none of it")
+                    left = page.evaluate(
+                        "Array.from(document.querySelectorAll('.math')).filter(e => !e.querySelector('mjx-container'))"
+                        ".length"
+                    )
+                    problems.append(
+                        f"{name}: MathJax left {left} of {page.locator('.math').count()} formulas untypeset"
+                    )
                 errors = page.locator("mjx-merror").count()
                 if errors:
                     problems.append(f"{name}: {errors} MathJax error(s)")
