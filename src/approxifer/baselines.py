@@ -158,28 +158,9 @@ def train_outputs(model: serving.ServedModel, n: int | None = None, *, progress:
 
     Cached per model (its sha256) in ``experiments.cache_dir()/train``; computed once, reused by every K.
     """
-    path = experiments.cache_dir() / "train" / f"{model.dataset}-{model.fingerprint[:20]}-v{CACHE_VERSION}.npz"
     n_all = data.info(model.dataset).counts["train"]
-    n = n_all if n is None else min(int(n), n_all)
-    if path.exists():
-        with np.load(path) as z:
-            out, done = z["out"], z["done"]
-    else:
-        out, done = None, np.zeros(n_all, bool)
-    todo = np.flatnonzero(~done[:n])
-    if len(todo):
-        x, _ = data.load(model.dataset, "train")
-        chunks = [todo[i : i + 1000] for i in range(0, len(todo), 1000)]
-        for chunk in tqdm(chunks, desc=f"{model.name} training-set outputs", disable=not progress or len(chunks) < 2):
-            y = model.predict(data.to_tensor(x[chunk], model.dataset))
-            out = np.full((n_all, y.shape[1]), np.nan, np.float32) if out is None else out
-            out[chunk] = y
-        done[todo] = True
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, out=out, done=done)
-        tmp.replace(path)
-    return out[:n]
+    idx = np.arange(n_all if n is None else min(int(n), n_all))
+    return experiments.base_outputs(model, idx, split="train", progress=progress)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -121,10 +121,11 @@ def _save(path: Path, **arrays) -> None:
     os.replace(tmp, path)
 
 
-def base_outputs(model: ServedModel, indices: np.ndarray, *, progress: bool = True) -> np.ndarray:
-    """The model's outputs on test images `indices` (any shape), cached per model for the whole test set."""
-    path = cache_dir() / "base" / f"{model.dataset}-{model.fingerprint[:20]}-v{CACHE_VERSION}.npz"
-    n_all = data.info(model.dataset).counts["test"]
+def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test", progress: bool = True) -> np.ndarray:
+    """The model's outputs on images `indices` (any shape) of `split`, cached per model for the whole split."""
+    folder = "base" if split == "test" else split
+    path = cache_dir() / folder / f"{model.dataset}-{model.fingerprint[:20]}-v{CACHE_VERSION}.npz"
+    n_all = data.info(model.dataset).counts[split]
     if path.exists():
         with np.load(path) as z:
             out, done = z["out"], z["done"]
@@ -133,9 +134,9 @@ def base_outputs(model: ServedModel, indices: np.ndarray, *, progress: bool = Tr
     flat = np.unique(indices)
     todo = flat[~done[flat]]
     if len(todo):
-        x, _ = data.load(model.dataset, "test")
+        x, _ = data.load(model.dataset, split)
         chunks = [todo[i : i + 1000] for i in range(0, len(todo), 1000)]
-        for chunk in tqdm(chunks, desc=f"{model.name} base outputs", disable=not progress or len(chunks) < 2):
+        for chunk in tqdm(chunks, desc=f"{model.name} {split} outputs", disable=not progress or len(chunks) < 2):
             y = model.predict(data.to_tensor(x[chunk], model.dataset))
             out = np.full((n_all, y.shape[1]), np.nan, np.float32) if out is None else out
             out[chunk] = y
