@@ -197,3 +197,21 @@ def test_index_signs_are_the_papers_literal_formula():
     assert not np.allclose(decode(Y[ret], ret, K, N, signs="index"), decode(Y[ret], ret, K, N), atol=1e-3)
     with pytest.raises(ValueError, match="signs must be one of position, index"):
         decode(Y, range(N), K, N, signs="paper")
+
+
+@settings(max_examples=30, deadline=None)
+@given(setups())
+def test_endpoint_worker_points_are_an_exact_berrut_codec_too(s):
+    K, N, returned, seed = s
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(K, 4))
+    pts = worker_points(N, "endpoints")
+    if N > 1:
+        assert pts[0] == 1.0 and np.isclose(pts[-1], -1.0)
+    assert np.allclose(encode(X, N, points="endpoints"), berrut_eval(query_points(K), X, pts), atol=1e-12)
+    Y = rng.normal(size=(len(returned), 3))
+    order = np.argsort(returned)
+    expected = berrut_eval(pts[np.sort(returned)], Y[order], query_points(K))
+    assert np.allclose(decode(Y, returned, K, N, points="endpoints"), expected, atol=1e-12)
+    with pytest.raises(ValueError, match="points must be one of paper, endpoints"):
+        encode(X, N, points="chebyshev")

@@ -445,7 +445,7 @@ def parm_round(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: i
         labels=labels,
         straggler=straggler,
         parm=reconstruct(tile(parity), base, straggler),
-        approxifer=experiments.decode_groups(tile(wo.coded), returned, K, N),
+        approxifer=experiments.decode_groups(tile(wo.coded), returned, K, N, points=wo.points),
         base=base,
     )
 

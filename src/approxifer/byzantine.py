@@ -39,6 +39,8 @@ def byzantine_table(
 
     `positions` fixes the adversarial workers (else E at random per round); `strict=False` lets the paper's fit
     run under-determined (fewer than 2K + 2E - 1 returned results)."""
+    if wo.points != "paper":
+        raise ValueError(f"the locators assume the paper's worker points; these outputs use {wo.points!r}")
     for m in methods:
         if m not in locator.METHODS + REFERENCES:
             raise ValueError(f"unknown method {m!r}; known: {', '.join(locator.METHODS + REFERENCES)}")

@@ -118,9 +118,21 @@ def query_points(K: int) -> np.ndarray:
     return np.cos((2 * np.arange(K) + 1) * np.pi / (2 * K))
 
 
-def worker_points(N: int) -> np.ndarray:
-    r"""Chebyshev points of the second kind, $\beta_i = \cos\frac{i\pi}{N}$, $i = 0..N-1$ (decreasing)."""
+POINTS = ("paper", "endpoints")
+
+
+def worker_points(N: int, points: str = "paper") -> np.ndarray:
+    r"""Worker points, decreasing: the paper's $\beta_i = \cos\frac{i\pi}{N}$, $i = 0..N-1$, or ``"endpoints"``,
+    $\beta_i = \cos\frac{i\pi}{N-1}$, the Chebyshev points of the second kind proper, which include $-1$.
+
+    The paper's points stop short of $-1$, so the query point nearest $-1$ is decoded by extrapolation; the
+    ``"endpoints"`` variant is measured as an ablation.
+    """
     N = _check_size("N", N)
+    if points not in POINTS:
+        raise ValueError(f"points must be one of {', '.join(POINTS)}, got {points!r}")
+    if points == "endpoints" and N > 1:
+        return np.cos(np.arange(N) * np.pi / (N - 1))
     return np.cos(np.arange(N) * np.pi / N)
 
 
@@ -146,10 +158,10 @@ def berrut_matrix(nodes: np.ndarray, targets: np.ndarray, signs: np.ndarray | No
 
 
 @lru_cache(maxsize=256)
-def encoder_matrix(K: int, N: int) -> np.ndarray:
+def encoder_matrix(K: int, N: int, points: str = "paper") -> np.ndarray:
     r"""The (N, K) matrix $E_{ij} = l_j(\beta_i)$: coded query $i$ is $\sum_j E_{ij} X_j$. Read-only."""
     K, N = _check_sizes(K, N)
-    w = berrut_matrix(query_points(K), worker_points(N))
+    w = berrut_matrix(query_points(K), worker_points(N, points))
     w.flags.writeable = False
     return w
 
@@ -157,7 +169,9 @@ def encoder_matrix(K: int, N: int) -> np.ndarray:
 SIGNS = ("position", "index")
 
 
-def decoder_matrix(K: int, N: int, returned: Sequence[int], *, signs: str = "position") -> np.ndarray:
+def decoder_matrix(
+    K: int, N: int, returned: Sequence[int], *, signs: str = "position", points: str = "paper"
+) -> np.ndarray:
     r"""The (K, len(returned)) matrix $D_{jl} = \ell_l(\alpha_j)$, columns in the order of `returned`. Read-only.
 
     The sign of a returned worker is $(-1)^l$ with $l$ its position in the *sorted* returned set, not
@@ -171,13 +185,13 @@ def decoder_matrix(K: int, N: int, returned: Sequence[int], *, signs: str = "pos
     K, N = _check_sizes(K, N)
     if signs not in SIGNS:
         raise ValueError(f"signs must be one of {', '.join(SIGNS)}, got {signs!r}")
-    return _decoder_matrix_ordered(K, N, _check_returned(returned, N), signs)
+    return _decoder_matrix_ordered(K, N, _check_returned(returned, N), signs, points)
 
 
 @lru_cache(maxsize=4096)
-def _decoder_matrix_ordered(K: int, N: int, returned: tuple[int, ...], signs: str) -> np.ndarray:
+def _decoder_matrix_ordered(K: int, N: int, returned: tuple[int, ...], signs: str, points: str) -> np.ndarray:
     """The sorted set's matrix with its columns put back in the order of `returned` (cached per order)."""
-    w = _decoder_matrix_sorted(K, N, tuple(sorted(returned)), signs)
+    w = _decoder_matrix_sorted(K, N, tuple(sorted(returned)), signs, points)
     out = np.empty_like(w)
     out[:, np.argsort(returned)] = w
     out.flags.writeable = False
@@ -185,9 +199,11 @@ def _decoder_matrix_ordered(K: int, N: int, returned: tuple[int, ...], signs: st
 
 
 @lru_cache(maxsize=4096)
-def _decoder_matrix_sorted(K: int, N: int, returned: tuple[int, ...], signs: str = "position") -> np.ndarray:
+def _decoder_matrix_sorted(
+    K: int, N: int, returned: tuple[int, ...], signs: str = "position", points: str = "paper"
+) -> np.ndarray:
     by_index = (-1.0) ** np.array(returned) if signs == "index" else None
-    return berrut_matrix(worker_points(N)[list(returned)], query_points(K), by_index)
+    return berrut_matrix(worker_points(N, points)[list(returned)], query_points(K), by_index)
 
 
 # ---------------------------------------------------------------- encode / decode
@@ -207,13 +223,14 @@ def _apply(w: np.ndarray, x: Array, axis: int) -> Array:
     return out.reshape(*lead, w.shape[0], *trail)
 
 
-def encode(X: Array, N: int, *, axis: int = 0) -> Array:
+def encode(X: Array, N: int, *, axis: int = 0, points: str = "paper") -> Array:
     r"""Berrut-encode K queries into N coded queries: $\tilde X_i = u(\beta_i) = \sum_j l_j(\beta_i) X_j$.
 
     Args:
         X: floating numpy array or torch tensor with the K queries along `axis`, shape (..., K, *payload).
         N: number of workers (coded queries), N >= K.
         axis: the query axis; axes before it are independent groups.
+        points: the worker points, ``"paper"`` or ``"endpoints"`` (see `worker_points`).
 
     Returns:
         The coded queries, shape (..., N, *payload), same type, dtype and device as `X`.
@@ -226,10 +243,14 @@ def encode(X: Array, N: int, *, axis: int = 0) -> Array:
     axis = _check_array("X", X, axis)
     K, N = _check_sizes(X.shape[axis], N)
     _check_finite("X", X, axis, "queries", range(K))
-    return _apply(encoder_matrix(K, N), X, axis)
+    if points not in POINTS:
+        raise ValueError(f"points must be one of {', '.join(POINTS)}, got {points!r}")
+    return _apply(encoder_matrix(K, N, points), X, axis)
 
 
-def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0, signs: str = "position") -> Array:
+def decode(
+    Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0, signs: str = "position", points: str = "paper"
+) -> Array:
     r"""Berrut-decode the returned outputs: $\hat Y_j = r(\alpha_j) = \sum_{l} \ell_l(\alpha_j)\, Y_l$.
 
     Args:
@@ -238,6 +259,7 @@ def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0, 
         K: number of queries; N: number of workers.
         axis: the worker axis; axes before it are independent groups.
         signs: ``"position"`` (sign by position in the sorted returned set; see `decoder_matrix`) or ``"index"``.
+        points: the worker points the outputs were computed at, ``"paper"`` or ``"endpoints"``.
 
     Returns:
         The K approximate outputs, shape (..., K, *payload), same type, dtype and device as `Y`.
@@ -248,4 +270,4 @@ def decode(Y: Array, returned: Sequence[int], K: int, N: int, *, axis: int = 0, 
     if Y.shape[axis] != len(returned):
         raise ValueError(f"Y has {Y.shape[axis]} rows along axis {axis} but returned lists {len(returned)} workers")
     _check_finite("Y", Y, axis, "workers", returned)
-    return _apply(decoder_matrix(K, N, returned, signs=signs), Y, axis)
+    return _apply(decoder_matrix(K, N, returned, signs=signs, points=points), Y, axis)

@@ -104,6 +104,7 @@ class WorkerOutputs:
     base: np.ndarray  # (G, K, C) model outputs on the queries themselves
     coded: np.ndarray  # (G, N, C) worker outputs on the coded queries
     timings: dict = field(default_factory=dict)  # seconds per group: encode, inference (of the batched pass)
+    points: str = "paper"  # the worker points the coded queries were made at (codec.worker_points)
 
     @property
     def G(self) -> int:
@@ -154,11 +155,14 @@ def worker_outputs(
     n_test: int | None = None,
     chunk: int = 64,
     progress: bool = True,
+    points: str = "paper",
 ) -> WorkerOutputs:
     """Encode every group, run the model on all N coded queries, return (and cache) all outputs of (K, N)."""
     K, N, _, _ = check_config(K, N)
+    if points not in codec.POINTS:
+        raise ParameterError(f"unknown worker points {points!r}; known: {', '.join(codec.POINTS)}")
     groups = test_groups(model.dataset, K, seed=seed, n_test=n_test)
-    enc_hash = hashlib.sha256(codec.encoder_matrix(K, N).tobytes()).hexdigest()[:12]
+    enc_hash = hashlib.sha256(codec.encoder_matrix(K, N, points).tobytes()).hexdigest()[:12]
     key = _key(model.fingerprint, model.dataset, K, N, seed, len(groups) * K, CACHE_VERSION, enc_hash)
     path = cache_dir() / "coded" / f"{model.name}-K{K}-N{N}-s{seed}-{key}.npz"
     x, y = data.load(model.dataset, "test")
@@ -166,7 +170,7 @@ def worker_outputs(
     if path.exists():
         with np.load(path) as z:
             coded, timings = z["coded"], json.loads(str(z["timings"]))
-        return WorkerOutputs(K, N, groups, y[groups], base, coded, timings)
+        return WorkerOutputs(K, N, groups, y[groups], base, coded, timings, points)
 
     parts, t_enc, t_inf = [], 0.0, 0.0
     starts = range(0, len(groups), chunk)
@@ -174,14 +178,16 @@ def worker_outputs(
         g = groups[s : s + chunk]
         t0 = time.perf_counter()
         queries = data.to_tensor(x[g.ravel()], model.dataset)
-        coded_queries = codec.encode(queries.view(len(g), K, *queries.shape[1:]), N, axis=1).flatten(0, 1)
+        coded_queries = codec.encode(queries.view(len(g), K, *queries.shape[1:]), N, axis=1, points=points).flatten(
+            0, 1
+        )
         t1 = time.perf_counter()
         parts.append(model.predict(coded_queries).reshape(len(g), N, -1))
         t_enc, t_inf = t_enc + t1 - t0, t_inf + time.perf_counter() - t1
     coded = np.concatenate(parts)
     timings = {"encode": t_enc / len(groups), "inference": t_inf / len(groups), "device": model.device}
     _save(path, coded=coded, timings=json.dumps(timings))
-    return WorkerOutputs(K, N, groups, y[groups], base, coded, timings)
+    return WorkerOutputs(K, N, groups, y[groups], base, coded, timings, points)
 
 
 # ---------------------------------------------------------------- rounds
@@ -202,7 +208,9 @@ def draw_returned(G: int, N: int, S: int, rng: np.random.Generator) -> np.ndarra
     return np.sort(np.argsort(rng.random((G, N)), axis=1)[:, : N - S], axis=1)
 
 
-def decode_groups(Y: np.ndarray, returned: np.ndarray, K: int, N: int, *, signs: str = "position") -> np.ndarray:
+def decode_groups(
+    Y: np.ndarray, returned: np.ndarray, K: int, N: int, *, signs: str = "position", points: str = "paper"
+) -> np.ndarray:
     """Decode each round g from the outputs Y[g, returned[g]]: (G, N, C), (G, R) -> (G, K, C).
 
     Rounds that share a returned set are decoded together, as one batched matrix product.
@@ -211,7 +219,7 @@ def decode_groups(Y: np.ndarray, returned: np.ndarray, K: int, N: int, *, signs:
     sets, which = np.unique(returned, axis=0, return_inverse=True)
     for s, ret in enumerate(sets):
         idx = np.flatnonzero(which.ravel() == s)
-        out[idx] = codec.decode(Y[idx][:, ret].astype(np.float64), ret, K, N, axis=1, signs=signs)
+        out[idx] = codec.decode(Y[idx][:, ret].astype(np.float64), ret, K, N, axis=1, signs=signs, points=points)
     return out
 
 
@@ -261,7 +269,8 @@ def straggler_table(
         rng = np.random.default_rng([seed, wo.K, wo.N])
         truth = np.tile(wo.labels, (draws, 1))
         returned = draw_returned(wo.G * draws, wo.N, S, rng)
-        decoded = decode_groups(np.tile(transform(wo.coded, kind), (draws, 1, 1)), returned, wo.K, wo.N, signs=signs)
+        Y = np.tile(transform(wo.coded, kind), (draws, 1, 1))
+        decoded = decode_groups(Y, returned, wo.K, wo.N, signs=signs, points=wo.points)
         row = {"K": wo.K, "S": S, "N": wo.N, "rounds": wo.G * draws, "queries": truth.size}
         row |= dict(zip(("accuracy", "ci_low", "ci_high"), accuracy_ci(decoded.argmax(-1) == truth), strict=True))
         row |= dict(zip(("base", "base_low", "base_high"), accuracy_ci(wo.base.argmax(-1) == wo.labels), strict=True))
@@ -276,7 +285,7 @@ def straggler_table(
 
 def _tiled(wo: WorkerOutputs, draws: int) -> WorkerOutputs:
     t = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
-    return WorkerOutputs(wo.K, wo.N, t(wo.groups), t(wo.labels), t(wo.base), t(wo.coded), wo.timings)
+    return WorkerOutputs(wo.K, wo.N, t(wo.groups), t(wo.labels), t(wo.base), t(wo.coded), wo.timings, wo.points)
 
 
 def any_subset(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> pd.DataFrame:
@@ -285,7 +294,7 @@ def any_subset(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> pd.DataFr
     for s in range(wo.N):
         rng = np.random.default_rng([seed, wo.K, wo.N, s])
         returned = draw_returned(wo.G * draws, wo.N, s, rng)
-        decoded = decode_groups(np.tile(wo.coded, (draws, 1, 1)), returned, wo.K, wo.N)
+        decoded = decode_groups(np.tile(wo.coded, (draws, 1, 1)), returned, wo.K, wo.N, points=wo.points)
         acc = accuracy_ci(decoded.argmax(-1) == np.tile(wo.labels, (draws, 1)))
         rows.append(
             {"K": wo.K, "N": wo.N, "stragglers": s, "returned": wo.N - s}
@@ -367,7 +376,7 @@ def per_query_accuracy(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> p
     """
     rng = np.random.default_rng([seed, wo.K, wo.N])
     returned = draw_returned(wo.G * draws, wo.N, wo.N - wo.K, rng)
-    decoded = decode_groups(np.tile(wo.coded, (draws, 1, 1)), returned, wo.K, wo.N)
+    decoded = decode_groups(np.tile(wo.coded, (draws, 1, 1)), returned, wo.K, wo.N, points=wo.points)
     correct = decoded.argmax(-1) == np.tile(wo.labels, (draws, 1))
     base = wo.base.argmax(-1) == wo.labels
     rows = []
