@@ -10,7 +10,7 @@ MODELS ?= mnist:lenet5 mnist:mlp mnist:resnet18 fashion-mnist:resnet18 cifar10:r
 help:
 	@echo "make book   set up .venv, prepare the data, run the notebooks, build the HTML book (_build/html)"
 	@echo "make test   everything CI checks: lint, unit tests, nbval of notebooks/, book build, browser check"
-	@echo "make data | train | notebooks | html | lint | bench | clean"
+	@echo "make data | train | notebooks | nbval | html | browser | lint | bench | clean"
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
