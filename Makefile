@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 # Trained models, in the order `make train` trains them (dataset:arch).
-MODELS ?= mnist:lenet5 mnist:mlp mnist:resnet18 fashion-mnist:resnet18 cifar10:resnet18 cifar10:resnet34
+MODELS ?= mnist:lenet5 mnist:mlp mnist:resnet18 fashion-mnist:lenet5 fashion-mnist:mlp fashion-mnist:resnet18 \
+  cifar10:resnet18 cifar10:resnet34 cifar10:vgg16 cifar10:mobilenetv2
 
 .PHONY: help venv data train test unit nbval notebooks html browser lint bench book clean
 

@@ -27,7 +27,8 @@ def test_resnets_have_the_cifar_stem():
 
 
 def test_unknown_architecture_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown architecture 'vgg99'; known: resnet18, resnet34, lenet5, mlp"):
+    known = "resnet18, resnet34, vgg16, mobilenetv2, lenet5, mlp"
+    with pytest.raises(ValueError, match=f"unknown architecture 'vgg99'; known: {known}"):
         models.build("vgg99", "mnist")
 
 

@@ -43,8 +43,8 @@ import math
 import platform
 import shlex
 import sys
-import time
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -230,58 +230,28 @@ def train_parity(
     x = data.to_tensor(x[:subset], dataset)
     targets = torch.from_numpy(train_outputs(base, len(x), progress=progress))
     n, B = len(x), recipe.batch_size
-    steps_per_epoch = math.ceil(n / B)
-    total = recipe.epochs * steps_per_epoch
 
     model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
     meta = {"K": K, "base_arch": base_arch, "base_sha256": base.fingerprint, "subset": subset, "grad_clip": GRAD_CLIP}
     opt, state = train.start(model, recipe, run_dir, resume, meta, what="recipe, K, subset or base model")
 
-    bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=f"{dataset}/{parity_name(arch, K)}")
-    t0 = time.perf_counter() - state["elapsed"]
-    orders, orders_epoch, losses = None, -1, []
-    while state["step"] < total:
-        epoch, i = divmod(state["step"], steps_per_epoch)
-        if epoch != orders_epoch:  # K independent permutations: parity sample s sums images orders[s, 0..K-1]
-            gens = (train._generator(recipe.seed, epoch, k, 2) for k in range(K))
-            orders, orders_epoch = torch.stack([torch.randperm(n, generator=g) for g in gens], dim=1), epoch
-        idx = orders[i * B : (i + 1) * B]  # (b, K)
+    @lru_cache(maxsize=1)
+    def orders(epoch: int) -> torch.Tensor:  # K independent permutations: parity sample s sums images orders[s, :]
+        gens = (train._generator(recipe.seed, epoch, k, 2) for k in range(K))
+        return torch.stack([torch.randperm(n, generator=g) for g in gens], dim=1)
+
+    def batch(epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = orders(epoch)[i * B : (i + 1) * B]  # (b, K)
         xb = train.augment(x[idx.ravel()], recipe, train._generator(recipe.seed, epoch, i, 1))
-        xb = xb.view(len(idx), K, *xb.shape[1:]).sum(dim=1)
-        xb, yb = xb.to(dev).contiguous(memory_format=torch.channels_last), targets[idx].sum(dim=1).to(dev)
-        for g in opt.param_groups:
-            g["lr"] = train.learning_rate(recipe, state["step"], total)
-        model.train()
-        with train._autocast(dev):
-            out = model(xb)
-        loss = F.mse_loss(out.float(), yb)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"the parity training loss became {loss.item()} at step {state['step']}: lower the learning rate "
-                f"(--lr, now {recipe.lr})"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-        opt.step()
-        state["step"] += 1
-        losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-        end_of_epoch = state["step"] % steps_per_epoch == 0
-        if end_of_epoch:
-            ev = evaluate_parity(model, base, K, dev, n_test=None if subset is None else 200)
-            state["history"].append({"epoch": epoch + 1, "loss": float(np.mean(losses[-steps_per_epoch:])), **ev})
-            bar.write(f"epoch {epoch + 1}/{recipe.epochs}: test MSE {ev['test_mse']:.4f}, "
-                      f"degraded-mode accuracy {ev['degraded_accuracy']:.4f}")  # fmt: skip
-        if end_of_epoch or state["step"] % recipe.ckpt_every == 0 or state["step"] == stop_after:
-            state["elapsed"] = time.perf_counter() - t0
-            train._save_checkpoint(run_dir, model, opt, state)
-        if state["step"] == stop_after:
-            break
-    bar.close()
-    state["elapsed"] = time.perf_counter() - t0
-    state["losses"] = losses  # this call's per-step training losses (not checkpointed)
+        return xb.view(len(idx), K, *xb.shape[1:]).sum(dim=1), targets[idx].sum(dim=1)
+
+    # this call's per-step training losses (not checkpointed)
+    state["losses"] = train.fit(
+        model, opt, state, recipe, steps_per_epoch=math.ceil(n / B), batch=batch, loss_fn=F.mse_loss,
+        on_epoch=lambda m: evaluate_parity(m, base, K, dev, n_test=None if subset is None else 200),
+        run_dir=run_dir, device=dev, stop_after=stop_after, clip=GRAD_CLIP, desc=f"{dataset}/{parity_name(arch, K)}",
+        progress=progress,
+    )  # fmt: skip
     return model.eval(), state
 
 

@@ -78,6 +78,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 from itertools import combinations
 from typing import Literal
 
@@ -188,32 +189,40 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
+@lru_cache(maxsize=64)
+def _elimination(z: tuple[float, ...], d: int, kind: str) -> tuple[np.ndarray, ...]:
+    """For nodes `z` (shared by every group and coordinate): Φ, Φ₁ᵀ, U⊥ (orthonormal, ⟂ range Φ) and U⊥ ⊗ Φ₁;
+    cached read-only (torch tensors of the last three)."""
+    phi = _basis(np.array(z), d, kind)
+    phi.flags.writeable = False
+    complement = np.linalg.qr(phi, mode="complete")[0][:, d + 1 :]  # (R, R-d-1)
+    outer = np.einsum("ij,ik->ijk", complement, phi[:, 1:]).reshape(len(z), -1)
+    return phi, torch.from_numpy(phi[:, 1:].T.copy()), torch.from_numpy(complement), torch.from_numpy(outer)
+
+
 def _paper_abs_q(y: np.ndarray, z: np.ndarray, d: int, kind: str) -> np.ndarray:
     """$|Q(\\beta_i)|$ of the rational fit of each row of `y` (B, R) at the nodes `z` (R,); shape (B, R)."""
     B, R = y.shape
-    phi = _basis(z, d, kind)
-    phi1 = phi[:, 1:]
     if R < 2 * d + 1:  # under-determined (only with strict=False): the authors' minimum-norm solution
-        return np.abs(phi[:, 0] + _min_norm_q(y, phi, d) @ phi1.T)
-    complement = np.linalg.qr(phi, mode="complete")[0][:, d + 1 :]  # (R, R-d-1), orthonormal, ⟂ range(phi)
-    # M_b = U⊥ᵀ diag(y_b) Φ₁ = Σ_i y_bi (U⊥_i ⊗ Φ₁_i): one (B, R) x (R, (R-d-1)·d) product for all systems
-    outer = torch.from_numpy(np.einsum("ij,ik->ijk", complement, phi1).reshape(R, -1))
+        phi = _basis(z, d, kind)
+        return np.abs(phi[:, 0] + _min_norm_q(y, phi, d) @ phi[:, 1:].T)
+    phi, phi1_t, complement, outer = _elimination(tuple(z.tolist()), d, kind)
     yt = torch.from_numpy(y)
     with _one_thread():
+        # M_b = U⊥ᵀ diag(y_b) Φ₁ = Σ_i y_bi (U⊥_i ⊗ Φ₁_i): one (B, R) x (R, (R-d-1)·d) product for all systems
         M = (yt @ outer).reshape(B, R - d - 1, d)
-        rhs = -(yt @ torch.from_numpy(complement))[:, :, None]
+        rhs = -(yt @ complement)[:, :, None]
         if R == 2 * d + 1:  # square: LU
             LU, piv, _ = torch.linalg.lu_factor_ex(M)
             q = torch.linalg.lu_solve(LU, piv, rhs)
         else:  # over-determined: QR
             Qm, LU = torch.linalg.qr(M)
             q = torch.linalg.solve_triangular(LU, Qm.mT @ rhs, upper=True)
-        q = q[..., 0]
-        values = (q @ torch.from_numpy(phi1.T.copy())).numpy() + phi[:, 0]  # Q(β_i) = φ₀ + Σ_k q_k φ_k(β_i)
+        values = (q[..., 0] @ phi1_t).numpy() + phi[:, 0]  # Q(β_i) = φ₀ + Σ_k q_k φ_k(β_i)
     pivots = np.abs(np.diagonal(LU.numpy(), axis1=-2, axis2=-1))
     bad = ~(pivots.min(axis=-1) > _PIVOT_RTOL * pivots.max(axis=-1)) | ~np.isfinite(values).all(axis=-1)
     if bad.any():  # rank deficient: the authors' minimum-norm solution of the full design
-        values[bad] = phi[:, 0] + _min_norm_q(y[bad], phi, d) @ phi1.T
+        values[bad] = phi[:, 0] + _min_norm_q(y[bad], phi, d) @ phi[:, 1:].T
     return np.abs(values)
 
 
@@ -226,11 +235,12 @@ def _min_norm_q(y: np.ndarray, phi: np.ndarray, d: int) -> np.ndarray:
 
 def _vote(abs_q: np.ndarray, E: int) -> np.ndarray:
     """Pick E rows per group from per-coordinate |Q| of shape (G, C, R): most candidacies, then summed rank."""
-    C, R = abs_q.shape[1:]
-    rank = np.empty(abs_q.shape, dtype=np.int64)
-    np.put_along_axis(rank, np.argsort(abs_q, axis=-1, kind="stable"), np.arange(R), axis=-1)
-    votes = (rank < E).sum(axis=1)
-    key = -votes * (C * R) + rank.sum(axis=1)  # summed rank < C·R, so votes dominate
+    G, C, R = abs_q.shape
+    order = np.argsort(abs_q, axis=-1, kind="stable") + (np.arange(G) * R)[:, None, None]  # flat (group, worker)
+    ranks = np.broadcast_to(np.arange(R, dtype=np.float64), order.shape)
+    rank_sum = np.bincount(order.ravel(), weights=ranks.ravel(), minlength=G * R)
+    votes = np.bincount(order[..., :E].ravel(), minlength=G * R)
+    key = (rank_sum - votes * (C * R)).reshape(G, R)  # summed rank < C·R, so votes dominate
     return np.sort(np.argsort(key, axis=-1, kind="stable")[:, :E], axis=-1)
 
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torchvision.models.mobilenetv2 import MobileNetV2
 from torchvision.models.resnet import BasicBlock, ResNet
+from torchvision.models.vgg import VGG, cfgs, make_layers
 
 from approxifer.data import REPO_ROOT, info
 
@@ -38,6 +40,27 @@ def _cifar_resnet(layers: list[int]) -> Callable[[int, int], nn.Module]:
     return make
 
 
+def _cifar_vgg16(in_channels: int, num_classes: int, size: int) -> nn.Module:
+    """torchvision's VGG-16 with batch norm, CIFAR variant: the five max-pools take 32x32 to 512x1x1, so no 7x7
+    pooling and one linear classifier; 28x28 inputs are padded to 32x32 by the first conv."""
+    net = VGG(make_layers(cfgs["D"], batch_norm=True), num_classes=num_classes)
+    net.features[0] = nn.Conv2d(in_channels, 64, kernel_size=3, padding=1 + (32 - size) // 2)
+    net.avgpool = nn.Identity()
+    net.classifier = nn.Linear(512, num_classes)
+    return net
+
+
+def _cifar_mobilenetv2(in_channels: int, num_classes: int) -> nn.Module:
+    """torchvision's MobileNetV2, CIFAR variant: stride 1 in the stem and in the first 24-channel block (total
+    stride 8 instead of 32, so a 32x32 input ends at 4x4)."""
+    # (expansion t, channels c, repeats n, stride s) of torchvision's default, with s = 1 in the 24-channel stage
+    setting = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2]]
+    setting += [[6, 96, 3, 1], [6, 160, 3, 2], [6, 320, 1, 1]]
+    net = MobileNetV2(num_classes=num_classes, inverted_residual_setting=setting)
+    net.features[0][0] = nn.Conv2d(in_channels, 32, kernel_size=3, stride=1, padding=1, bias=False)
+    return net
+
+
 def _lenet5(in_channels: int, num_classes: int, size: int) -> nn.Module:
     """LeCun et al. (1998) with ReLU and max-pooling; 28x28 inputs are padded to 32x32 by the first conv."""
     return nn.Sequential(
@@ -58,6 +81,8 @@ def _mlp(in_features: int, num_classes: int) -> nn.Module:
 ARCHS: dict[str, Callable[[int, int, int], nn.Module]] = {
     "resnet18": lambda c, s, k: _cifar_resnet([2, 2, 2, 2])(c, k),
     "resnet34": lambda c, s, k: _cifar_resnet([3, 4, 6, 3])(c, k),
+    "vgg16": lambda c, s, k: _cifar_vgg16(c, k, s),
+    "mobilenetv2": lambda c, s, k: _cifar_mobilenetv2(c, k),
     "lenet5": lambda c, s, k: _lenet5(c, k, s),
     "mlp": lambda c, s, k: _mlp(c * s * s, k),
 }

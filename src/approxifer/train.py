@@ -18,6 +18,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from tqdm import tqdm
 
 from approxifer import data, models
 
-__all__ = ["RECIPES", "Recipe", "evaluate", "pick_device", "recipe_for", "train"]
+__all__ = ["RECIPES", "Recipe", "evaluate", "fit", "pick_device", "recipe_for", "train"]
 
 
 # ---------------------------------------------------------------- setup
@@ -77,8 +78,9 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("mnist", "lenet5"): Recipe(epochs=12, batch_size=128, lr=0.05, crop_pad=2, flip=False, label_smoothing=0.0),
     ("mnist", "mlp"): Recipe(epochs=20, batch_size=128, lr=0.05, crop_pad=0, flip=False, label_smoothing=0.0),
     ("fashion-mnist", "resnet18"): Recipe(epochs=8, crop_pad=2),
-    ("cifar10", "resnet18"): Recipe(epochs=18),
-    ("cifar10", "resnet34"): Recipe(epochs=18),
+    ("fashion-mnist", "lenet5"): Recipe(epochs=12, batch_size=128, lr=0.05, crop_pad=2, label_smoothing=0.0),
+    ("fashion-mnist", "mlp"): Recipe(epochs=20, batch_size=128, lr=0.05, crop_pad=0, label_smoothing=0.0),
+    **{("cifar10", arch): Recipe(epochs=18) for arch in ("resnet18", "resnet34", "vgg16", "mobilenetv2")},
 }
 
 
@@ -200,6 +202,78 @@ def start(
     return opt, state
 
 
+def fit(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    state: dict,
+    recipe: Recipe,
+    *,
+    steps_per_epoch: int,
+    batch: Callable[[int, int], tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    on_epoch: Callable[[nn.Module], dict],
+    run_dir: Path,
+    device: torch.device,
+    stop_after: int | None = None,
+    clip: float | None = None,
+    desc: str = "",
+    progress: bool = True,
+) -> list[float]:
+    """The training loop of every model here (base and parity); returns this call's per-step losses.
+
+    Global step s of epoch e = s // steps_per_epoch takes `batch(e, i)` (inputs, targets), sets the one-cycle rate,
+    runs the forward pass under bf16 autocast in channels-last memory, and steps the optimizer (gradient norm clipped
+    to `clip` if given). At each epoch's end `on_epoch(model)` adds its metrics to ``state["history"]`` with the
+    epoch's mean loss; a checkpoint is written every ``recipe.ckpt_every`` steps, at each epoch's end and at
+    `stop_after` (then the loop stops, as if interrupted). A non-finite loss stops with a `FloatingPointError`.
+    """
+    total = recipe.epochs * steps_per_epoch
+    bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=desc, unit="step")
+    t0 = time.perf_counter() - state["elapsed"]
+    losses: list[float] = []
+    while state["step"] < total:
+        epoch, i = divmod(state["step"], steps_per_epoch)
+        xb, yb = batch(epoch, i)
+        xb, yb = xb.to(device).contiguous(memory_format=torch.channels_last), yb.to(device)
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(recipe, state["step"], total)
+        model.train()
+        with _autocast(device):
+            out = model(xb)
+        loss = loss_fn(out.float(), yb)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {loss.item()} at step {state['step']}: lower the learning rate "
+                f"(--lr, now {recipe.lr})"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        state["step"] += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if yb.dtype == torch.long:  # class labels: show the batch accuracy too
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", acc=f"{(out.argmax(1) == yb).float().mean().item():.3f}")
+        else:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        end_of_epoch = state["step"] % steps_per_epoch == 0
+        if end_of_epoch:
+            metrics = on_epoch(model)
+            mean_loss = float(np.mean(losses[-(i + 1) :]))  # the epoch's steps run in this call
+            state["history"].append({"epoch": epoch + 1, "loss": mean_loss, **metrics})
+            bar.write(f"epoch {epoch + 1}/{recipe.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if end_of_epoch or state["step"] % recipe.ckpt_every == 0 or state["step"] == stop_after:
+            state["elapsed"] = time.perf_counter() - t0
+            _save_checkpoint(run_dir, model, opt, state)
+        if state["step"] == stop_after:
+            break
+    bar.close()
+    state["elapsed"] = time.perf_counter() - t0
+    return losses
+
+
 def train(
     dataset: str,
     arch: str,
@@ -224,45 +298,20 @@ def train(
 
     x, y = data.load(dataset, "train")
     x, y = data.to_tensor(x[:subset], dataset), torch.as_tensor(y[:subset])
-    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-
     model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
     opt, state = start(model, recipe, run_dir, resume)
 
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-    bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=f"{dataset}/{arch}", unit="step")
-    t0 = time.perf_counter() - state["elapsed"]
-    while state["step"] < total:
-        epoch, i = divmod(state["step"], steps_per_epoch)
+    def batch(epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         order = torch.randperm(len(x), generator=_generator(recipe.seed, epoch))
         idx = order[i * recipe.batch_size : (i + 1) * recipe.batch_size]
-        xb = augment(x[idx], recipe, _generator(recipe.seed, epoch, i, 1))
-        xb, yb = xb.to(dev).contiguous(memory_format=torch.channels_last), y[idx].to(dev)
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(recipe, state["step"], total)
-        model.train()
-        with _autocast(dev):
-            logits = model(xb)
-        loss = loss_fn(logits.float(), yb)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state["step"] += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{(logits.argmax(1) == yb).float().mean().item():.3f}")
-        end_of_epoch = state["step"] % steps_per_epoch == 0
-        if end_of_epoch:
-            acc = evaluate(model, dataset, dev, n=None if subset is None else 200)
-            state["history"].append({"epoch": epoch + 1, "test_accuracy": acc, "loss": loss.item()})
-            bar.write(f"epoch {epoch + 1}/{recipe.epochs}: test accuracy {acc:.4f}")
-        if end_of_epoch or state["step"] % recipe.ckpt_every == 0 or state["step"] == stop_after:
-            state["elapsed"] = time.perf_counter() - t0
-            _save_checkpoint(run_dir, model, opt, state)
-        if state["step"] == stop_after:
-            break
-    bar.close()
-    state["elapsed"] = time.perf_counter() - t0
+        return augment(x[idx], recipe, _generator(recipe.seed, epoch, i, 1)), y[idx]
+
+    fit(
+        model, opt, state, recipe, steps_per_epoch=math.ceil(len(x) / recipe.batch_size), batch=batch,
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
+        on_epoch=lambda m: {"test_accuracy": evaluate(m, dataset, dev, n=None if subset is None else 200)},
+        run_dir=run_dir, device=dev, stop_after=stop_after, desc=f"{dataset}/{arch}", progress=progress,
+    )  # fmt: skip
     return model.eval(), state
 
 
