@@ -71,3 +71,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
     with pytest.raises(ValueError, match="another recipe"):
         train.train("mnist", "lenet5", train.recipe_for("mnist", "lenet5", epochs=3), run_dir=tmp_path / "b",
                     resume=True, **kwargs)  # fmt: skip
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
+    recipe = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, lr=1e12, warmup=0.0)
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        train.train("mnist", "lenet5", recipe, run_dir=tmp_path, subset=64, progress=False)
