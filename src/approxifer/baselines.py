@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import shlex
 import sys
 from dataclasses import dataclass, replace
@@ -265,11 +264,10 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
         raise models.ModelError(f"the base model {dataset}-{state['base_arch']} changed while the parity trained")
     model = model.float().to(memory_format=torch.contiguous_format)
     ev32 = evaluate_parity(model, base, K, dev, bf16=False)
-    half = models.build(arch, dataset)
-    half.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
-    ev16 = evaluate_parity(half.to(dev), base, K, dev, bf16=False)
+    half = train.half_copy(model, arch, dataset).to(dev)
+    ev16 = evaluate_parity(half, base, K, dev, bf16=False)
     use_half = abs(ev16["degraded_accuracy"] - ev32["degraded_accuracy"]) <= 0.0005
-    served_ev = evaluate_parity(half.to(dev) if use_half else model, base, K, dev, bf16=True)
+    served_ev = evaluate_parity(half if use_half else model, base, K, dev, bf16=True)
     base_card = models.load_card(dataset, state["base_arch"])
     card = {
         "dataset": dataset,
@@ -283,17 +281,8 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
         "degraded_accuracy_fp32": ev32["degraded_accuracy"],
         "test_mse": served_ev["test_mse"],
         "test_mse_fp32": ev32["test_mse"],
-        "epochs": state["recipe"]["epochs"],
-        "recipe": state["recipe"],
-        "seed": state["recipe"]["seed"],
         "subset": state.get("subset"),
-        "history": state["history"],
-        "wall_time_s": round(state["elapsed"], 1),
-        "device": torch.cuda.get_device_name(dev)
-        if dev.type == "cuda"
-        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch_version": torch.__version__,
-        "command": command,
+        **train.run_record(state, dev, command),
     }
     return models.save(model, dataset, arch, card, half=use_half, variant=parity_variant(K))
 

@@ -318,14 +318,34 @@ def train(
 # ---------------------------------------------------------------- main
 
 
+def half_copy(model: nn.Module, arch: str, dataset: str) -> nn.Module:
+    """A float32 copy of `model` with its weights rounded to fp16 (what `models.save(half=True)` stores)."""
+    half = models.build(arch, dataset)
+    half.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
+    return half
+
+
+def run_record(state: dict, device: torch.device, command: str) -> dict:
+    """The model-card fields of a training run: recipe, seed, history, wall time, device, torch version, command."""
+    cpu = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return {
+        "epochs": state["recipe"]["epochs"],
+        "recipe": state["recipe"],
+        "seed": state["recipe"]["seed"],
+        "history": state["history"],
+        "wall_time_s": round(state["elapsed"], 1),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+        "torch_version": torch.__version__,
+        "command": command,
+    }
+
+
 def finish(model: nn.Module, dataset: str, arch: str, state: dict, device: str, command: str) -> dict:
     """Evaluate fp32 and fp16 weights on the full test set; save (fp16 if within 0.05 points) with a model card."""
     dev = pick_device(device)
     model = model.float().to(memory_format=torch.contiguous_format)
     acc32 = evaluate(model, dataset, dev, bf16=False)
-    half = models.build(arch, dataset)
-    half.load_state_dict({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()})
-    acc16 = evaluate(half.to(dev), dataset, dev, bf16=False)
+    acc16 = evaluate(half_copy(model, arch, dataset).to(dev), dataset, dev, bf16=False)
     use_half = abs(acc16 - acc32) <= 0.0005
     card = {
         "dataset": dataset,
@@ -333,16 +353,7 @@ def finish(model: nn.Module, dataset: str, arch: str, state: dict, device: str, 
         "test_accuracy": acc16 if use_half else acc32,
         "test_accuracy_fp32": acc32,
         "test_accuracy_bf16_autocast": evaluate(model, dataset, dev, bf16=True),
-        "epochs": state["recipe"]["epochs"],
-        "recipe": state["recipe"],
-        "seed": state["recipe"]["seed"],
-        "history": state["history"],
-        "wall_time_s": round(state["elapsed"], 1),
-        "device": torch.cuda.get_device_name(dev)
-        if dev.type == "cuda"
-        else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch_version": torch.__version__,
-        "command": command,
+        **run_record(state, dev, command),
     }
     return models.save(model, dataset, arch, card, half=use_half)
 
