@@ -175,3 +175,14 @@ def test_shipped_models_load_verified_and_match_their_card(name):
     x, y = data.load("mnist", "test")
     acc = (classical.load("mnist", name).predict(data.to_tensor(x[:500], "mnist")).argmax(1) == y[:500]).mean()
     assert acc > card["test_accuracy"] - 0.03  # the first 500 test images, not the whole set
+
+
+def test_pairs_take_one_list_or_one_per_dataset():
+    both = ["mnist", "fashion-mnist"]
+    assert zoo.pairs(both, ["resnet18"]) == [("mnist", "resnet18"), ("fashion-mnist", "resnet18")]
+    per = {"mnist": ["lenet5", "knn"], "fashion-mnist": ["mlp"]}
+    assert zoo.pairs(both, per) == [("mnist", "lenet5"), ("mnist", "knn"), ("fashion-mnist", "mlp")]
+    with pytest.raises(ParameterError, match="models maps datasets mnist but datasets is mnist, fashion-mnist"):
+        zoo.pairs(both, {"mnist": ["mlp"]})
+    with pytest.raises(ParameterError, match=r"not trained yet .*approxifer train cifar10 lenet5"):
+        zoo.pairs(["cifar10"], {"cifar10": ["lenet5"]})

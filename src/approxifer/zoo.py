@@ -7,13 +7,13 @@ sees only `predict(batch) -> scores`, whichever kind it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from approxifer import classical, models, serving
 from approxifer.experiments import ParameterError
 from approxifer.serving import ServedModel
 
-__all__ = ["check_names", "check_trained", "get", "kind", "known"]
+__all__ = ["check_names", "check_trained", "get", "kind", "known", "pairs"]
 
 
 def known() -> dict[str, str]:
@@ -54,6 +54,28 @@ def check_trained(datasets: Iterable[str], names: Iterable[str]) -> None:
                 todo.append(f"approxifer {'train' if kind(n) == 'neural' else 'fit-classical'} {d} {n}")
     if todo:
         raise ParameterError("not trained yet (run these, or drop them from the parameters): " + "; ".join(todo))
+
+
+def pairs(datasets: Iterable[str], names: Iterable[str] | Mapping[str, Iterable[str]]) -> list[tuple[str, str]]:
+    """The (dataset, model) pairs to serve: `names` is one list for every dataset, or a mapping dataset -> list
+    (e.g. CNNs for CIFAR-10, classical models for the grey sets). Validated: known names, datasets of the mapping
+    among `datasets`, every pair trained (one `ParameterError` listing what is missing)."""
+    datasets = list(datasets)
+    if isinstance(names, Mapping):
+        extra = sorted(set(names) - set(datasets))
+        missing = [d for d in datasets if d not in names]
+        if extra or missing:
+            raise ParameterError(
+                f"models maps datasets {', '.join(names)} but datasets is {', '.join(datasets)}: "
+                "give one list of models for every dataset, or a list shared by all"
+            )
+        per = {d: check_names(names[d]) for d in datasets}
+    else:
+        shared = check_names(names)
+        per = dict.fromkeys(datasets, shared)
+    for d, ns in per.items():
+        check_trained([d], ns)
+    return [(d, n) for d, ns in per.items() for n in ns]
 
 
 def get(dataset: str, name: str, device: str = "cpu") -> ServedModel:
