@@ -6,7 +6,7 @@ published in the authors' plotting script; [R] values are from the reproducibili
 
 from __future__ import annotations
 
-__all__ = ["BASE", "BYZANTINE", "PARM", "RUNTIMES_R", "STRAGGLERS"]
+__all__ = ["BASE", "BYZANTINE", "MODELS", "PARM", "RUNTIMES_R", "STRAGGLERS"]
 
 # (K, S) -> {(source, dataset): accuracy}; straggler-only, ResNet-18
 STRAGGLERS: dict[tuple[int, int], dict[tuple[str, str], float]] = {
@@ -49,3 +49,13 @@ RUNTIMES_R: dict[tuple[str, int], tuple[float, float]] = {
     ("cifar10", 8): (0.298601, 28.967860), ("mnist", 8): (0.318697, 97.652539),
     ("cifar10", 12): (0.429150, 44.250905), ("mnist", 12): (0.447539, 143.729705),
 }  # fmt: skip
+
+# [P]'s model table, CIFAR-10: model -> base accuracy, ApproxIFER with one straggler (K = 10 in the authors' script,
+# K = 8 in the caption), and with E = 2 Byzantine workers (K = 12, S = 0)
+MODELS: dict[str, dict[str, float]] = {
+    "VGG16": {"base": 0.94, "stragglers": 0.805, "Byzantine E=2": 0.90},
+    "ResNet34": {"base": 0.9334, "stragglers": 0.812, "Byzantine E=2": 0.8933},
+    "ResNet50": {"base": 0.9365, "stragglers": 0.801, "Byzantine E=2": 0.8993},
+    "DenseNet161": {"base": 0.9407, "stragglers": 0.817, "Byzantine E=2": 0.9070},
+    "GoogLeNet": {"base": 0.9285, "stragglers": 0.77, "Byzantine E=2": 0.8824},
+}

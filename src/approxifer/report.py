@@ -146,3 +146,12 @@ def verdict(acc: float, lo: float, hi: float, ref: float | None) -> str:
     if lo <= ref <= hi:
         return "reproduced (published value inside our 95 % CI)"
     return f"{'higher' if acc > ref else 'lower'} than published by {abs(acc - ref):.3f}"
+
+
+def baseline_verdict(acc: float, lo: float, hi: float, baselines: dict[str, float]) -> str:
+    """How each baseline's accuracy compares with ApproxIFER's 95 % CI: above it, inside it, or below it."""
+
+    def relation(v: float) -> str:
+        return "beats ApproxIFER" if v > hi else "loses to ApproxIFER" if v < lo else "matches ApproxIFER"
+
+    return "; ".join(f"{name} {relation(v)}" for name, v in baselines.items())
