@@ -88,6 +88,8 @@ def test_saved_parity_models_load_verified_and_are_tied_to_their_base(env):
     loaded = bl.load_parity("mnist", "mlp", 2)
     x = torch.randn(5, 1, 28, 28)
     assert torch.allclose(loaded(x), model.float()(x), atol=1e-2)  # fp16 storage at most
+    for Ks in ([2], {"mnist": [2]}):  # one list for every dataset, or one per dataset
+        assert bl.check_params(datasets=["mnist"], arch="mlp", Ks=Ks, device="cpu") == {"mnist": [2]}
     p = bl.served_parity("mnist", "mlp", 2, "cpu")
     out = bl.parity_outputs(p, 2, n_test=20)
     assert out.shape == (10, 10) and np.array_equal(out, bl.parity_outputs(p, 2, n_test=20))  # cached
@@ -172,6 +174,10 @@ def test_bad_parameters_say_what_is_wrong(env):
         bl.check_params(datasets=["mnist"], arch="mlp", Ks=[1])
     with pytest.raises(ParameterError, match="unknown dataset"):
         bl.check_params(datasets=["svhn"], arch="mlp", Ks=[2])
+    with pytest.raises(ParameterError, match="its keys must be the datasets"):
+        bl.check_params(datasets=["mnist"], arch="mlp", Ks={"cifar10": [2]})
+    with pytest.raises(ParameterError, match="Ks must be"):
+        bl.check_params(datasets=["mnist"], arch="mlp", Ks={"mnist": 2})
     save_base()
     with pytest.raises(models.ModelError, match="approxifer train-parity mnist mlp 2"):
         bl.check_params(datasets=["mnist"], arch="mlp", Ks=[2], device="cpu")

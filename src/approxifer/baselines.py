@@ -512,22 +512,31 @@ def check_params(
     n_test: int | None = None,
     draws: int = 1,
     device: str = "auto",
-) -> None:
-    """Validate the ParM notebook's parameters, then that every (dataset, K) has its base and parity model."""
-    if isinstance(Ks, str | int) or not list(Ks):
-        raise ParameterError(f"Ks must be a non-empty list of integers >= 2, got {Ks!r}")
-    experiments.check_params(
-        datasets=datasets, arch=arch, grid=[[K, 1] for K in Ks], n_test=n_test, draws=draws, device=device
-    )
-    for d in datasets:
-        for K in Ks:
-            _check(d, arch, K)
+) -> dict[str, list[int]]:
+    """Validate the ParM notebook's parameters, then that every (dataset, K) has its base and parity model; return
+    the Ks of each dataset. `Ks` is one list for every dataset, or a mapping ``{dataset: [K, ...]}`` over `datasets`
+    (parity models are trained per (dataset, K), so not every K need exist for every dataset)."""
+    experiments.check_params(datasets=datasets, arch=arch, n_test=n_test, draws=draws, device=device)
+    datasets = list(datasets)
+    if isinstance(Ks, dict):
+        if set(Ks) != set(datasets):
+            raise ParameterError(f"Ks is a mapping, so its keys must be the datasets {datasets}, got {list(Ks)}")
+        per = {d: Ks[d] for d in datasets}
+    else:
+        per = dict.fromkeys(datasets, Ks)
+    for d, ks in per.items():
+        if isinstance(ks, str | int) or not list(ks):
+            raise ParameterError(f"Ks must be a non-empty list of integers >= 2 (or one per dataset), got {ks!r}")
+        per[d] = [_check(d, arch, K) for K in ks]
+        experiments.check_params(datasets=[d], grid=[[K, 1] for K in per[d]])
+        for K in per[d]:
             if n_test is not None and n_test < K:
                 raise ParameterError(f"n_test={n_test} is smaller than one group of K={K} queries")
-    for d in datasets:
+    for d, ks in per.items():
         models.load_card(d, arch)
-        for K in Ks:
+        for K in ks:
             _check_base(d, arch, K, load_parity_card(d, arch, K))
+    return per
 
 
 # ---------------------------------------------------------------- main
