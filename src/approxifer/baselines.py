@@ -528,7 +528,6 @@ def check_params(
         if isinstance(ks, str | int) or not list(ks):
             raise ParameterError(f"Ks must be a non-empty list of integers >= 2 (or one per dataset), got {ks!r}")
         per[d] = [_check(d, arch, K) for K in ks]
-        experiments.check_params(datasets=[d], grid=[[K, 1] for K in per[d]])
         for K in per[d]:
             if n_test is not None and n_test < K:
                 raise ParameterError(f"n_test={n_test} is smaller than one group of K={K} queries")
