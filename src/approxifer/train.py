@@ -83,7 +83,7 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("cifar10", "resnet18"): Recipe(epochs=18),
     ("cifar10", "resnet34"): Recipe(epochs=24),  # twice ResNet-18's cost per step: ~6.5 h on 2 CPU cores
     ("cifar10", "vgg16"): Recipe(epochs=30),  # half ResNet-18's cost per step: more epochs in the same time
-    ("cifar10", "mobilenetv2"): Recipe(epochs=22),  # depthwise convolutions are slow on CPU: 1.9 s a step, ~2.3 h
+    ("cifar10", "mobilenetv2"): Recipe(epochs=22),  # depthwise convolutions are slow on CPU: 2.2 s a step, 2.6 h (card)
 }
 
 
