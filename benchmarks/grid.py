@@ -22,11 +22,11 @@ from approxifer import models, serving
 GRID = [(8, 1), (10, 1), (12, 1), (8, 2), (8, 3)]
 
 
-def run_grid(datasets: list[str], n_test: int | None) -> dict[str, object]:
+def run_grid(datasets: list[str], n_test: int | None, precision: str) -> dict[str, object]:
     """The grid's straggler tables, one per dataset."""
     tables = {}
     for d in datasets:
-        model = serving.served(d, "resnet18", "auto")
+        model = serving.served(d, "resnet18", "auto", precision)
         outputs = [ex.worker_outputs(model, K, K + S, n_test=n_test, progress=False) for K, S in GRID]
         tables[d] = ex.straggler_table(outputs)
     return tables
@@ -36,6 +36,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("datasets", nargs="*", default=["mnist", "fashion-mnist", "cifar10"])
     p.add_argument("--n-test", type=int, help="first n test images (default: the whole test set)")
+    p.add_argument("--precision", choices=serving.PRECISIONS, default="fp32", help="inference precision")
     a = p.parse_args()
     datasets = []
     for d in a.datasets:
@@ -49,9 +50,9 @@ def main() -> None:
         times = []
         for _ in ("cold", "warm"):
             t = time.perf_counter()
-            tables = run_grid(datasets, a.n_test)
+            tables = run_grid(datasets, a.n_test, a.precision)
             times.append(time.perf_counter() - t)
-    device = "cuda" if torch.cuda.is_available() else "cpu, bf16 autocast, channels-last"
+    device = ("cuda" if torch.cuda.is_available() else "cpu, channels-last") + f", {a.precision}"
     print(f"straggler grid (K, S) in {GRID}, ResNet-18, {a.n_test or 'all'} test images of {', '.join(datasets)}")
     for d, t in tables.items():
         print(f"  {d}: " + ", ".join(f"K={r.K} S={r.S} {r.accuracy:.3f}" for r in t.itertuples()))

@@ -117,6 +117,7 @@ def test_transforms_and_ci():
         (lambda: experiments.test_groups("mnist", 8, n_test=4), "smaller than one group"),
         (lambda: experiments.test_groups("mnist", 8, n_test=20000), "exceeds the 10000 test images"),
         (lambda: experiments.transform(np.zeros((1, 2)), "softmax"), "unknown transform 'softmax'"),
+        (lambda: experiments.check_params(datasets=["mnist"], precision="fp16"), "unknown precision 'fp16'; use one"),
     ],
 )
 def test_bad_parameters(call, match):
@@ -130,3 +131,17 @@ def test_torch_predictor_batches_consistently():
     a = torch_predictor(net, torch.device("cpu"), batch=7)(x)
     b = torch_predictor(net, torch.device("cpu"), batch=500)(x)
     assert a.shape == (30, 10) and np.allclose(a, b, atol=1e-2)
+
+
+def test_fp32_is_the_model_itself_and_bf16_is_cached_apart(env):
+    save_tiny(0)
+    x = data.to_tensor(data.load("mnist", "test")[0][:50], "mnist")
+    fp32, bf16 = served("mnist", "mlp", "cpu"), served("mnist", "mlp", "cpu", precision="bf16")
+    with torch.no_grad():
+        assert np.array_equal(fp32.predict(x), models.load("mnist", "mlp")(x).numpy())
+    assert np.allclose(bf16.predict(x), fp32.predict(x), atol=0.1) and not np.array_equal(
+        bf16.predict(x), fp32.predict(x)
+    )
+    idx = np.arange(50)
+    experiments.base_outputs(fp32, idx, progress=False), experiments.base_outputs(bf16, idx, progress=False)
+    assert len(list((env / "cache" / "base").iterdir())) == 2

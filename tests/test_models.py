@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -77,3 +78,34 @@ def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     recipe = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, lr=1e12, warmup=0.0)
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         train.train("mnist", "lenet5", recipe, run_dir=tmp_path, subset=64, progress=False)
+
+
+def test_the_restart_is_a_second_lower_one_cycle():
+    r = train.Recipe(epochs=2, lr=0.1, warmup=0.5, restart_epochs=1, restart_lr=0.02)  # 10 steps an epoch
+    lrs = [train.learning_rate(r, s, 10) for s in range(30)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[10] == pytest.approx(0.1) and lrs[19] == pytest.approx(0.01)
+    assert lrs[20] == pytest.approx(0.002) and lrs[25] == pytest.approx(0.02) and lrs[29] == pytest.approx(0.004)
+    assert r.total_epochs == 3
+
+
+def test_a_warm_start_continues_the_shipped_model_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("APPROXIFER_MODELS", str(tmp_path / "models"))
+    kwargs = {"subset": 32, "progress": False}  # 2 steps per epoch
+    first = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, ckpt_every=1000)
+    model, state = train.train("mnist", "lenet5", first, run_dir=tmp_path / "first", **kwargs)
+    record = train.run_record(state, torch.device("cpu"), "cmd")
+    card = models.save(model, "mnist", "lenet5", {"test_accuracy": 0.5, **record}, half=False)
+    recipe = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, ckpt_every=1000, restart_epochs=2)
+    warm, s_warm = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "a", warm_start=True, **kwargs)
+    assert s_warm["step"] == 6 and [h["epoch"] for h in s_warm["history"]] == [1, 2, 3]
+    assert s_warm["warm_start"]["weights_sha256"] == card["weights_sha256"]
+    assert not torch.equal(warm.state_dict()["0.weight"], model.state_dict()["0.weight"])
+    _, s_cut = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", warm_start=True, stop_after=3, **kwargs)
+    assert s_cut["step"] == 3
+    resumed, s_res = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", resume=True, **kwargs)
+    assert s_res["warm_start"] == s_warm["warm_start"]
+    for (k, a), b in zip(warm.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    for wrong in (first, replace(recipe, epochs=2)):
+        with pytest.raises(ValueError, match="--warm-start needs a recipe with a restart whose first cycle made"):
+            train.train("mnist", "lenet5", wrong, run_dir=tmp_path / "c", warm_start=True, **kwargs)

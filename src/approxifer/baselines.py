@@ -26,8 +26,8 @@ Choices, all following ParM's public training code (repository Thesys-lab/parity
   and both the summed inputs and the MSE targets grow with K (plain SGD at the base recipe's rate diverges for
   K = 4 on the MNIST MLP), so the gradient's global norm is clipped to `GRAD_CLIP`.
 
-Inference everywhere (base, parity, ApproxIFER's workers) goes through `serving.torch_predictor` (bf16 autocast),
-so both schemes see the same numerical precision.
+Inference everywhere (base, parity, ApproxIFER's workers) goes through `serving.torch_predictor` (float32, or bf16
+autocast when asked for), so both schemes see the same numerical precision.
 
 Serving (`parm_round`): the groups of `experiments.test_groups` and the straggler draws of
 `experiments.straggler_table` (one uniformly random worker of K + 1 per round, worker j < K being query j's base
@@ -179,7 +179,7 @@ def evaluate_parity(
     *,
     n_test: int | None = None,
     seed: int = 0,
-    bf16: bool = True,
+    bf16: bool = False,
 ) -> dict:
     """On the test groups of K: the parity model's MSE to the sum of base outputs, and degraded-mode accuracy (every
     query reconstructed as if its own worker straggled, scored against the labels)."""
@@ -267,7 +267,6 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
     half = train.half_copy(model, arch, dataset).to(dev)
     ev16 = evaluate_parity(half, base, K, dev, bf16=False)
     use_half = abs(ev16["degraded_accuracy"] - ev32["degraded_accuracy"]) <= 0.0005
-    served_ev = evaluate_parity(half if use_half else model, base, K, dev, bf16=True)
     base_card = models.load_card(dataset, state["base_arch"])
     card = {
         "dataset": dataset,
@@ -277,9 +276,9 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
         "base_arch": state["base_arch"],
         "base_sha256": state["base_sha256"],
         "base_test_accuracy": base_card.get("test_accuracy"),
-        "degraded_accuracy": served_ev["degraded_accuracy"],  # bf16 autocast, as served
+        "degraded_accuracy": (ev16 if use_half else ev32)["degraded_accuracy"],  # the stored weights, as served
         "degraded_accuracy_fp32": ev32["degraded_accuracy"],
-        "test_mse": served_ev["test_mse"],
+        "test_mse": (ev16 if use_half else ev32)["test_mse"],
         "test_mse_fp32": ev32["test_mse"],
         "subset": state.get("subset"),
         **train.run_record(state, dev, command),
@@ -317,14 +316,17 @@ def _check_base(dataset: str, arch: str, K: int, card: dict) -> None:
         )
 
 
-def served_parity(dataset: str, arch: str, K: int, device: str = "auto") -> serving.ServedModel:
-    """The parity model as a black box (same bf16 predictor as every served model), checked against its base."""
+def served_parity(
+    dataset: str, arch: str, K: int, device: str = "auto", precision: str = "fp32"
+) -> serving.ServedModel:
+    """The parity model as a black box (the same predictor as every served model), checked against its base."""
     card = load_parity_card(dataset, arch, K)
     _check_base(dataset, arch, K, card)
     dev = train.pick_device(device)
     model = load_parity(dataset, arch, K, dev)
     name = f"{dataset}-{parity_name(arch, K)}"
-    return serving.ServedModel(name, dataset, card["weights_sha256"], serving.torch_predictor(model, dev), str(dev))
+    predict = serving.torch_predictor(model, dev, precision=precision)
+    return serving.ServedModel(name, dataset, card["weights_sha256"], predict, str(dev), precision)
 
 
 def parity_outputs(
@@ -333,7 +335,7 @@ def parity_outputs(
     """The parity model's outputs on the sum of each test group's K queries (the groups of `test_groups`), (G, C).
     Cached per (parity model, K, seed, n_test)."""
     groups = experiments.test_groups(parity.dataset, K, seed=seed, n_test=n_test)
-    key = f"{parity.name}-s{seed}-n{groups.size}-{parity.fingerprint[:20]}-v{CACHE_VERSION}"
+    key = f"{parity.name}-s{seed}-n{groups.size}-{parity.cache_tag}-v{CACHE_VERSION}"
     path = experiments.cache_dir() / "parity" / f"{key}.npz"
     if path.exists():
         with np.load(path) as z:
@@ -512,11 +514,14 @@ def check_params(
     n_test: int | None = None,
     draws: int = 1,
     device: str = "auto",
+    precision: str = "fp32",
 ) -> dict[str, list[int]]:
     """Validate the ParM notebook's parameters, then that every (dataset, K) has its base and parity model; return
     the Ks of each dataset. `Ks` is one list for every dataset, or a mapping ``{dataset: [K, ...]}`` over `datasets`
     (parity models are trained per (dataset, K), so not every K need exist for every dataset)."""
-    experiments.check_params(datasets=datasets, arch=arch, n_test=n_test, draws=draws, device=device)
+    experiments.check_params(
+        datasets=datasets, arch=arch, n_test=n_test, draws=draws, device=device, precision=precision
+    )
     datasets = list(datasets)
     if isinstance(Ks, dict):
         if set(Ks) != set(datasets):

@@ -125,7 +125,7 @@ def _save(path: Path, **arrays) -> None:
 def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test", progress: bool = True) -> np.ndarray:
     """The model's outputs on images `indices` (any shape) of `split`, cached per model for the whole split."""
     folder = "base" if split == "test" else split
-    path = cache_dir() / folder / f"{model.dataset}-{model.fingerprint[:20]}-v{CACHE_VERSION}.npz"
+    path = cache_dir() / folder / f"{model.dataset}-{model.cache_tag}-v{CACHE_VERSION}.npz"
     n_all = data.info(model.dataset).counts[split]
     if path.exists():
         with np.load(path) as z:
@@ -163,7 +163,7 @@ def worker_outputs(
         raise ParameterError(f"unknown worker points {points!r}; known: {', '.join(codec.POINTS)}")
     groups = test_groups(model.dataset, K, seed=seed, n_test=n_test)
     enc_hash = hashlib.sha256(codec.encoder_matrix(K, N, points).tobytes()).hexdigest()[:12]
-    key = _key(model.fingerprint, model.dataset, K, N, seed, len(groups) * K, CACHE_VERSION, enc_hash)
+    key = _key(model.cache_tag, model.dataset, K, N, seed, len(groups) * K, CACHE_VERSION, enc_hash)
     path = cache_dir() / "coded" / f"{model.name}-K{K}-N{N}-s{seed}-{key}.npz"
     x, y = data.load(model.dataset, "test")
     base = base_outputs(model, groups, progress=progress)
@@ -334,9 +334,10 @@ def check_params(
     n_test: int | None = None,
     draws: int = 1,
     device: str = "auto",
+    precision: str = "fp32",
 ) -> None:
     """Validate a notebook's parameters up front; raise one `ParameterError` that says what is wrong."""
-    from approxifer import models
+    from approxifer import models, serving
     from approxifer.train import pick_device
 
     if isinstance(datasets, str):
@@ -359,6 +360,7 @@ def check_params(
     _int("draws", draws, 1)
     try:
         pick_device(device)
+        serving.check_precision(precision)
     except ValueError as e:
         raise ParameterError(str(e)) from None
 

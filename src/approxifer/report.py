@@ -87,8 +87,10 @@ MIN_ACCURACY = {  # what the project requires of its base models (issue: dataset
 }  # fmt: skip
 
 
-def base_model_table(datasets, archs, *, device: str = "cpu", n_test: int | None = None) -> pd.DataFrame:
-    """Every (dataset, arch): accuracy measured now (bf16 inference, first n_test images), its card, [P], target."""
+def base_model_table(
+    datasets, archs, *, device: str = "cpu", precision: str = "fp32", n_test: int | None = None
+) -> pd.DataFrame:
+    """Every (dataset, arch): accuracy measured now (as served, first n_test images), its card, [P], target."""
     from approxifer import data, models, serving
 
     rows = []
@@ -104,7 +106,8 @@ def base_model_table(datasets, archs, *, device: str = "cpu", n_test: int | None
                 continue
             _, y = data.load(d, "test")
             idx = np.arange(len(y))[:n_test]
-            pred = base_outputs(serving.served(d, a, device), idx, progress=False).argmax(-1)  # cached per model
+            model = serving.served(d, a, device, precision)
+            pred = base_outputs(model, idx, progress=False).argmax(-1)  # cached per model
             rows.append(
                 row
                 | {

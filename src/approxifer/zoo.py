@@ -78,8 +78,9 @@ def pairs(datasets: Iterable[str], names: Iterable[str] | Mapping[str, Iterable[
     return [(d, n) for d, ns in per.items() for n in ns]
 
 
-def get(dataset: str, name: str, device: str = "cpu") -> ServedModel:
-    """The trained (or fitted) model `name` for `dataset`, verified against its model card, as a black box."""
+def get(dataset: str, name: str, device: str = "cpu", precision: str = "fp32") -> ServedModel:
+    """The trained (or fitted) model `name` for `dataset`, verified against its model card, as a black box
+    (`precision` applies to neural models; the others run in float64/float32 on the CPU)."""
     if kind(name) == "neural":
-        return serving.served(dataset, name, device)
+        return serving.served(dataset, name, device, precision)
     return classical.load(dataset, name)
