@@ -325,6 +325,7 @@ def served_parity(
     dev = train.pick_device(device)
     model = load_parity(dataset, arch, K, dev)
     name = f"{dataset}-{parity_name(arch, K)}"
+    precision = serving.resolve_precision(precision, dev)
     predict = serving.torch_predictor(model, dev, precision=precision)
     return serving.ServedModel(name, dataset, card["weights_sha256"], predict, str(dev), precision)
 

@@ -6,9 +6,10 @@ Every model the experiments serve — a trained network from `models/`, or any o
 (n, classes).
 Coded queries are linear combinations of normalised queries, so `predict` must accept any real-valued input.
 
-Inference runs in float32 by default, so that every number is the same on any CPU; `precision="bf16"` serves under
-bf16 autocast (about 3x faster on CPUs with native bf16, but its rounding differs between CPUs, and on CPUs without
-it, e.g. AVX2-only ones, oneDNN emulates bf16 several times slower than float32).
+Inference runs in float32 by default, whose numbers do not depend on the CPU's bf16 support; `precision="bf16"`
+serves under bf16 autocast (about 3x faster on CPUs with bf16 kernels, but its rounding differs between CPUs, and on
+CPUs without them, e.g. AVX2-only ones, oneDNN emulates bf16 several times slower than float32); `"auto"` is bf16
+where the device has bf16 kernels (`train.native_bf16`), else fp32.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import torch
 from torch import nn
 
 from approxifer import models
-from approxifer.train import pick_device
+from approxifer.train import native_bf16, pick_device
 
-__all__ = ["PRECISIONS", "ServedModel", "served", "torch_predictor"]
+__all__ = ["PRECISIONS", "ServedModel", "resolve_precision", "served", "torch_predictor"]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class ServedModel:
     fingerprint: str
     predict: Callable[[torch.Tensor], np.ndarray]  # (n, C, H, W) float32 -> (n, classes) float32
     device: str = "cpu"
-    precision: str = "fp32"  # of the inference (what cached outputs depend on besides the weights)
+    precision: str = "fp32"  # of the inference, fp32 or bf16 (what cached outputs depend on besides the weights)
 
     @property
     def cache_tag(self) -> str:
@@ -49,11 +50,18 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """fp32 or bf16: `precision` itself, or for "auto" bf16 where `device` has bf16 kernels, else fp32."""
+    if check_precision(precision) == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
 def torch_predictor(
     model: nn.Module, device: torch.device, *, precision: str = "fp32", batch: int = 500
 ) -> Callable[[torch.Tensor], np.ndarray]:
     """Batched inference in channels-last memory, in float32 or under bf16 autocast; float32 scores on the CPU."""
-    bf16 = check_precision(precision) == "bf16"
+    bf16 = resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval().to(memory_format=torch.channels_last)
 
     @torch.no_grad()
@@ -71,6 +79,7 @@ def torch_predictor(
 def served(dataset: str, arch: str, device: str = "auto", precision: str = "fp32") -> ServedModel:
     """A trained model from `models/` (sha256-verified) as a black box."""
     dev = pick_device(device)
+    precision = resolve_precision(precision, dev)
     predict = torch_predictor(models.load(dataset, arch, device=dev), dev, precision=precision)
     card = models.load_card(dataset, arch)
     return ServedModel(f"{dataset}-{arch}", dataset, card["weights_sha256"], predict, str(dev), precision)

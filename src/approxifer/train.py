@@ -222,7 +222,7 @@ def start(
         if state["recipe"] != asdict(recipe) or any(state.get(k) != v for k, v in settings.items()):
             raise ValueError(f"the checkpoint in {run_dir} was made with another {what}; delete it or drop --resume")
     elif resume:
-        print(f"no checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+        print(f"no checkpoint in {run_dir}; starting a new run", file=sys.stderr)
     return opt, state
 
 
@@ -359,6 +359,7 @@ def _warm_state(model: nn.Module, dataset: str, arch: str, recipe: Recipe, steps
             f"({card['epochs']} epochs, {card['command']!r}); this recipe is {recipe}"
         )
     model.load_state_dict(models.load(dataset, arch).state_dict())
+    print(f"warm start: the restart begins from models/{dataset}-{arch} ({card['epochs']} epochs)", file=sys.stderr)
     return {
         "step": recipe.epochs * steps_per_epoch, "elapsed": card["wall_time_s"], "history": card["history"],
         "recipe": asdict(recipe), "warm_start": {k: card[k] for k in ("weights_sha256", "test_accuracy", "command")},
