@@ -49,7 +49,8 @@ __all__ = [
     "worker_outputs",
 ]
 
-CACHE_VERSION = 1  # bump when what is cached (inputs, encoding, inference) changes meaning
+# bump when what is cached (inputs, encoding, inference) changes meaning; 2: keyed by precision too (1 was bf16)
+CACHE_VERSION = 2
 TRANSFORMS = ("logits", "probs", "logprobs")
 
 

@@ -40,8 +40,8 @@ class ServedModel:
 
     @property
     def cache_tag(self) -> str:
-        """What cached outputs are keyed by: the weights' fingerprint and, if not fp32, the inference precision."""
-        return self.fingerprint[:20] + ("" if self.precision == "fp32" else f"-{self.precision}")
+        """What cached outputs are keyed by: the weights' fingerprint and the inference precision."""
+        return f"{self.fingerprint[:20]}-{self.precision}"
 
 
 def check_precision(precision: str) -> str:
