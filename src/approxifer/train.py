@@ -329,9 +329,10 @@ def train(
     x, y = data.load(dataset, "train")
     x, y = data.to_tensor(x[:subset], dataset), torch.as_tensor(y[:subset])
     model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
+    steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
     opt, state = start(model, recipe, run_dir, resume)
     if warm_start and state["step"] == 0:
-        state = _warm_state(model, dataset, arch, recipe, math.ceil(len(x) / recipe.batch_size))
+        state = _warm_state(model, dataset, arch, recipe, steps_per_epoch)
 
     def batch(epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         order = torch.randperm(len(x), generator=_generator(recipe.seed, epoch))
@@ -339,7 +340,7 @@ def train(
         return augment(x[idx], recipe, _generator(recipe.seed, epoch, i, 1)), y[idx]
 
     fit(
-        model, opt, state, recipe, steps_per_epoch=math.ceil(len(x) / recipe.batch_size), batch=batch,
+        model, opt, state, recipe, steps_per_epoch=steps_per_epoch, batch=batch,
         loss_fn=nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing),
         on_epoch=lambda m: {
             "test_accuracy": evaluate(m, dataset, dev, bf16=native_bf16(dev), n=None if subset is None else 200)
@@ -352,8 +353,8 @@ def train(
 def _warm_state(model: nn.Module, dataset: str, arch: str, recipe: Recipe, steps_per_epoch: int) -> dict:
     """Load the shipped first-cycle model into `model`; the run state at the end of its first cycle."""
     card = models.load_card(dataset, arch)
-    first = asdict(replace(recipe, restart_epochs=0, restart_lr=Recipe.restart_lr))
-    if not recipe.restart_epochs or {**first, **card["recipe"]} != first or card["epochs"] != recipe.epochs:
+    first = asdict(replace(recipe, restart_epochs=0, restart_lr=Recipe.restart_lr))  # the first cycle alone
+    if not recipe.restart_epochs or any(first.get(k) != v for k, v in card["recipe"].items()):
         raise ValueError(
             f"--warm-start needs a recipe with a restart whose first cycle made models/{dataset}-{arch} "
             f"({card['epochs']} epochs, {card['command']!r}); this recipe is {recipe}"
