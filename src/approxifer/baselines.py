@@ -267,6 +267,7 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
     half = train.half_copy(model, arch, dataset).to(dev)
     ev16 = evaluate_parity(half, base, K, dev, bf16=False)
     use_half = abs(ev16["degraded_accuracy"] - ev32["degraded_accuracy"]) <= 0.0005
+    served_ev = ev16 if use_half else ev32  # the stored weights, as served
     base_card = models.load_card(dataset, state["base_arch"])
     card = {
         "dataset": dataset,
@@ -276,9 +277,9 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
         "base_arch": state["base_arch"],
         "base_sha256": state["base_sha256"],
         "base_test_accuracy": base_card.get("test_accuracy"),
-        "degraded_accuracy": (ev16 if use_half else ev32)["degraded_accuracy"],  # the stored weights, as served
+        "degraded_accuracy": served_ev["degraded_accuracy"],
         "degraded_accuracy_fp32": ev32["degraded_accuracy"],
-        "test_mse": (ev16 if use_half else ev32)["test_mse"],
+        "test_mse": served_ev["test_mse"],
         "test_mse_fp32": ev32["test_mse"],
         "subset": state.get("subset"),
         **train.run_record(state, dev, command),
