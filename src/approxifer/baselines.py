@@ -179,14 +179,13 @@ def evaluate_parity(
     *,
     n_test: int | None = None,
     seed: int = 0,
-    bf16: bool = False,
 ) -> dict:
     """On the test groups of K: the parity model's MSE to the sum of base outputs, and degraded-mode accuracy (every
     query reconstructed as if its own worker straggled, scored against the labels)."""
     groups = experiments.test_groups(base.dataset, K, seed=seed, n_test=n_test)
     _, y = data.load(base.dataset, "test")
     b = experiments.base_outputs(base, groups, progress=False).astype(np.float64)
-    p = train.predict(model, _summed_queries(base.dataset, groups), device, bf16=bf16).numpy().astype(np.float64)
+    p = train.predict(model, _summed_queries(base.dataset, groups), device).numpy().astype(np.float64)
     mse = float(np.mean((p - b.sum(axis=1)) ** 2))
     acc = float(np.mean(reconstruct_all(p, b).argmax(-1) == y[groups]))
     return {"test_mse": mse, "degraded_accuracy": acc}
@@ -263,9 +262,9 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
     if base.fingerprint != state["base_sha256"]:
         raise models.ModelError(f"the base model {dataset}-{state['base_arch']} changed while the parity trained")
     model = model.float().to(memory_format=torch.contiguous_format)
-    ev32 = evaluate_parity(model, base, K, dev, bf16=False)
+    ev32 = evaluate_parity(model, base, K, dev)
     half = train.half_copy(model, arch, dataset).to(dev)
-    ev16 = evaluate_parity(half, base, K, dev, bf16=False)
+    ev16 = evaluate_parity(half, base, K, dev)
     use_half = abs(ev16["degraded_accuracy"] - ev32["degraded_accuracy"]) <= 0.0005
     served_ev = ev16 if use_half else ev32  # the stored weights, as served
     base_card = models.load_card(dataset, state["base_arch"])

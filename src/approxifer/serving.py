@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from approxifer import models
-from approxifer.train import native_bf16, pick_device
+from approxifer import models, train
 
 __all__ = ["PRECISIONS", "ServedModel", "resolve_precision", "served", "torch_predictor"]
 
@@ -53,32 +52,28 @@ def check_precision(precision: str) -> str:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """fp32 or bf16: `precision` itself, or for "auto" bf16 where `device` has bf16 kernels, else fp32."""
     if check_precision(precision) == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if train.native_bf16(device) else "fp32"
     return precision
 
 
 def torch_predictor(
     model: nn.Module, device: torch.device, *, precision: str = "fp32", batch: int = 500
 ) -> Callable[[torch.Tensor], np.ndarray]:
-    """Batched inference in channels-last memory, in float32 or under bf16 autocast; float32 scores on the CPU."""
+    """`train.predict` on `model` (moved to `device`, channels-last), in float32 or under bf16 autocast; numpy scores."""
     bf16 = resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval().to(memory_format=torch.channels_last)
 
-    @torch.no_grad()
     def predict(x: torch.Tensor) -> np.ndarray:
-        out = []
-        for i in range(0, len(x), batch):
-            xb = x[i : i + batch].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out.append(model(xb).float().cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        if not len(x):
+            return np.zeros((0, 0), np.float32)
+        return train.predict(model, x, device, bf16=bf16, batch=batch).numpy()
 
     return predict
 
 
 def served(dataset: str, arch: str, device: str = "auto", precision: str = "fp32") -> ServedModel:
     """A trained model from `models/` (sha256-verified) as a black box."""
-    dev = pick_device(device)
+    dev = train.pick_device(device)
     precision = resolve_precision(precision, dev)
     predict = torch_predictor(models.load(dataset, arch, device=dev), dev, precision=precision)
     card = models.load_card(dataset, arch)
