@@ -44,8 +44,11 @@ def run_notebooks(argv: list[str]) -> None:
     import argparse
     from pathlib import Path
 
+    import nbformat
     import papermill
     import yaml
+
+    from approxifer import reproducibility
 
     p = argparse.ArgumentParser(prog="approxifer notebooks", description=run_notebooks.__doc__)
     p.add_argument("names", nargs="*", help="notebooks to run (default: every one in the parameter file)")
@@ -60,7 +63,9 @@ def run_notebooks(argv: list[str]) -> None:
     for name in a.names or list(params):
         src, out = Path(a.src) / f"{name}.ipynb", Path(a.out) / f"{name}.ipynb"
         print(f"== {src} -> {out} with {params[name]}", flush=True)
-        papermill.execute_notebook(src, out, parameters=params[name] or {}, log_output=True, cwd=str(Path.cwd()))
+        nb = papermill.execute_notebook(src, out, parameters=params[name] or {}, log_output=True, cwd=str(Path.cwd()))
+        nb.metadata["approxifer"] = reproducibility.execution_record(params[name] or {})  # read by published_runs
+        nbformat.write(nb, out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What the reproducibility appendix reports, read at run time: versions, hardware, model cards, data."""
+"""What the reproducibility appendix reports, read at run time: versions, hardware, model cards, data, and how each
+published notebook was executed (`execution_record`, which `approxifer notebooks` stores in the notebook's metadata)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import importlib.metadata as md
 import json
 import os
 import platform
+from pathlib import Path
 
 import pandas as pd
 import torch
 
-from approxifer import data, models
+from approxifer import data, models, serving, train
 
-__all__ = ["datasets", "hardware", "model_cards", "software_versions"]
+__all__ = ["datasets", "execution_record", "hardware", "model_cards", "published_runs", "software_versions"]
 
 PACKAGES = ("approxifer", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "safetensors",
             "papermill", "nbval", "jupyter-book", "myst-nb", "sphinx-proof")  # fmt: skip
@@ -30,16 +32,53 @@ def software_versions() -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("package")
 
 
-def hardware() -> pd.DataFrame:
-    cpu = platform.processor() or platform.machine()
+def _cpu() -> str:
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    rows = {"CPU": cpu, "cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
+        return platform.processor() or platform.machine()
+
+
+def hardware() -> pd.DataFrame:
+    rows = {"CPU": _cpu(), "cores": os.cpu_count(), "torch threads": torch.get_num_threads(),
             "GPU": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"}  # fmt: skip
     return pd.DataFrame({"value": rows})
+
+
+def execution_record(params: dict) -> dict:
+    """Where a notebook run with papermill `params` executes, and the inference precision its models are served at
+    (`params["precision"]` resolved on this machine; notebooks that serve no model take no precision: None)."""
+    device = train.pick_device(params.get("device", "cpu"))
+    precision = serving.resolve_precision(params["precision"], device) if "precision" in params else None
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"cpu": _cpu(), "cores": os.cpu_count(), "gpu": gpu, "bf16_kernels": train.native_bf16(device),
+            "precision": precision}  # fmt: skip
+
+
+def _machine(rec: dict) -> str:
+    bf16 = "with" if rec["bf16_kernels"] else "without"
+    host = f"{rec['cpu']}, {rec['cores']} cores"
+    return f"{rec['gpu']} ({bf16} bf16) on {host}" if rec["gpu"] else f"{host}, {bf16} bf16 kernels"
+
+
+def published_runs(book: Path | None = None) -> pd.DataFrame:
+    """One row per executed notebook in `book` (default: the checkout's book/): when it ran, for how long, on what,
+    and at which inference precision, from the metadata papermill and `approxifer notebooks` stored in it. A run still
+    in progress (this appendix, while it executes) has no end time yet and is left out."""
+    rows = []
+    for path in sorted((book or data.REPO_ROOT / "book").glob("*.ipynb")):
+        meta = json.loads(path.read_text())["metadata"]
+        pm, rec = meta.get("papermill", {}), meta.get("approxifer")
+        if not pm.get("end_time"):
+            continue
+        rows.append({
+            "notebook": path.stem, "executed (UTC)": pm["end_time"][:16].replace("T", " "),
+            "minutes": round(pm["duration"] / 60, 1),
+            "precision": (rec["precision"] or "–") if rec else "not recorded",
+            "machine": _machine(rec) if rec else "not recorded",
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("notebook")
 
 
 def model_cards() -> pd.DataFrame:

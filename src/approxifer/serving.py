@@ -59,7 +59,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def torch_predictor(
     model: nn.Module, device: torch.device, *, precision: str = "fp32", batch: int = 500
 ) -> Callable[[torch.Tensor], np.ndarray]:
-    """`train.predict` on `model` (moved to `device`, channels-last), in float32 or under bf16 autocast; numpy scores."""
+    """`train.predict` on `model` (moved to `device`, channels-last), in float32 or under bf16 autocast, as numpy."""
     bf16 = resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval().to(memory_format=torch.channels_last)
 

@@ -1,0 +1,49 @@
+"""The published-run record: what `approxifer notebooks` stores in each executed notebook, and the appendix's table."""
+
+import json
+
+import nbformat
+import pytest
+import torch
+
+from approxifer import cli, train
+from approxifer import reproducibility as rp
+
+
+def test_execution_record_resolves_precision_on_this_machine():
+    auto = rp.execution_record({"device": "cpu", "precision": "auto"})
+    assert auto["precision"] == ("bf16" if train.native_bf16(torch.device("cpu")) else "fp32")
+    assert auto["gpu"] is None and auto["cores"] >= 1 and auto["cpu"]
+    assert rp.execution_record({"precision": "fp32"})["precision"] == "fp32"
+    assert rp.execution_record({"n_test": 10})["precision"] is None  # a notebook that serves no model
+    with pytest.raises(ValueError, match="unknown precision"):
+        rp.execution_record({"precision": "fp16"})
+
+
+def test_run_notebooks_records_the_run_and_published_runs_reads_it(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "book"
+    src.mkdir(), out.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('precision = "fp32"\ndevice = "cpu"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("print(precision)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, src / "demo.ipynb")
+    (tmp_path / "params.yml").write_text("demo:\n  precision: auto\n")
+    cli.run_notebooks(["--params", str(tmp_path / "params.yml"), "--src", str(src), "--out", str(out)])
+
+    executed = json.loads((out / "demo.ipynb").read_text())
+    assert executed["metadata"]["approxifer"] == rp.execution_record({"precision": "auto"})
+    assert executed["cells"][-1]["outputs"][0]["text"] == ["auto\n"]  # the published parameters were injected
+
+    old = nbformat.v4.new_notebook()  # executed before the record existed
+    old.metadata["papermill"] = {"end_time": "2026-12-01T09:35:00.1+00:00", "duration": 30.0}
+    nbformat.write(old, out / "old.ipynb")
+    running = nbformat.v4.new_notebook()
+    running.metadata["papermill"] = {"end_time": None, "duration": None}
+    nbformat.write(running, out / "running.ipynb")
+    table = rp.published_runs(out)
+    assert list(table.index) == ["demo", "old"]
+    assert table.loc["demo", "precision"] == rp.execution_record({"precision": "auto"})["precision"]
+    assert table.loc["old", "precision"] == "not recorded" and table.loc["old", "minutes"] == 0.5
+    assert table.loc["old", "executed (UTC)"] == "2026-12-01 09:35"
