@@ -131,6 +131,7 @@ def test_torch_predictor_batches_consistently():
     a = torch_predictor(net, torch.device("cpu"), batch=7)(x)
     b = torch_predictor(net, torch.device("cpu"), batch=500)(x)
     assert a.shape == (30, 10) and np.allclose(a, b, atol=1e-2)
+    assert torch_predictor(net, torch.device("cpu"))(x[:0]).shape == (0, 10)  # an empty batch keeps its classes
 
 
 def test_fp32_is_the_model_itself_and_bf16_is_cached_apart(env):

@@ -64,8 +64,6 @@ def torch_predictor(
     model = model.to(device).eval().to(memory_format=torch.channels_last)
 
     def predict(x: torch.Tensor) -> np.ndarray:
-        if not len(x):
-            return np.zeros((0, 0), np.float32)
         return train.predict(model, x, device, bf16=bf16, batch=batch).numpy()
 
     return predict

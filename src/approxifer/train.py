@@ -161,10 +161,10 @@ def _autocast(device: torch.device, enabled: bool):
 
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, device: torch.device, *, bf16: bool = False, batch: int = 500):
-    """Logits (float32, CPU) of `model` on the normalised NCHW batch `x`."""
+    """Logits (float32, CPU) of `model` on the normalised NCHW batch `x` (an empty `x` gives shape (0, classes))."""
     model.eval()
     out = []
-    for i in range(0, len(x), batch):
+    for i in range(0, max(len(x), 1), batch):
         xb = x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
         with _autocast(device, bf16):
             out.append(model(xb).float().cpu())
