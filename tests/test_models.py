@@ -98,7 +98,9 @@ def test_a_warm_start_continues_the_shipped_model_and_resumes(tmp_path, monkeypa
     recipe = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, ckpt_every=1000, restart_epochs=2)
     warm, s_warm = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "a", warm_start=True, **kwargs)
     assert s_warm["step"] == 6 and [h["epoch"] for h in s_warm["history"]] == [1, 2, 3]
-    assert s_warm["warm_start"]["weights_sha256"] == card["weights_sha256"]
+    assert {k: s_warm["warm_start"][k] for k in ("weights_sha256", "wall_time_s", "precision")} == {
+        k: card[k] for k in ("weights_sha256", "wall_time_s", "precision")
+    }
     assert not torch.equal(warm.state_dict()["0.weight"], model.state_dict()["0.weight"])
     _, s_cut = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", warm_start=True, stop_after=3, **kwargs)
     assert s_cut["step"] == 3

@@ -350,6 +350,10 @@ def train(
     return model.eval(), state
 
 
+# what a warm-started card keeps of its first cycle's card (older cards have no precision field)
+FIRST_CYCLE_FIELDS = ("weights_sha256", "test_accuracy", "command", "wall_time_s", "device", "precision")
+
+
 def _warm_state(model: nn.Module, dataset: str, arch: str, recipe: Recipe, steps_per_epoch: int) -> dict:
     """Load the shipped first-cycle model into `model`; the run state at the end of its first cycle."""
     card = models.load_card(dataset, arch)
@@ -363,7 +367,7 @@ def _warm_state(model: nn.Module, dataset: str, arch: str, recipe: Recipe, steps
     print(f"warm start: the restart begins from models/{dataset}-{arch} ({card['epochs']} epochs)", file=sys.stderr)
     return {
         "step": recipe.epochs * steps_per_epoch, "elapsed": card["wall_time_s"], "history": card["history"],
-        "recipe": asdict(recipe), "warm_start": {k: card[k] for k in ("weights_sha256", "test_accuracy", "command")},
+        "recipe": asdict(recipe), "warm_start": {k: card[k] for k in FIRST_CYCLE_FIELDS if k in card},
     }  # fmt: skip
 
 
