@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from approxifer import baselines as bl
-from approxifer import experiments, models
+from approxifer import experiments, models, train
 from approxifer.experiments import ParameterError
 from approxifer.serving import served
 from approxifer.train import Recipe
@@ -46,6 +48,14 @@ def test_reconstruction_is_exact_for_an_additive_parity():
     assert np.array_equal(bl.reconstruct(g, f, np.full(G, K)), f)  # the parity worker straggled: exact outputs
     wrong = X.sum(axis=1) @ A.T + b  # a parity that is not additive in the bias is off by (K - 1) b
     assert np.allclose(bl.reconstruct(wrong, f, np.zeros(G, int))[:, 0] - f[:, 0], -(K - 1) * b)
+
+
+def test_parity_recipe_is_the_base_recipe_in_one_cycle():
+    base = train.recipe_for("cifar10", "mobilenetv2")
+    assert base.restart_epochs > 0 and base.label_smoothing > 0  # the premise: a base recipe with both
+    parity = bl.parity_recipe_for("cifar10", "mobilenetv2", epochs=6)
+    assert parity == replace(base, epochs=6, restart_epochs=0, label_smoothing=0.0)
+    assert parity.total_epochs == 6
 
 
 def test_parity_training_reduces_the_loss(env):

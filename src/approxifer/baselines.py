@@ -113,8 +113,9 @@ PARITY_RECIPES: dict[tuple[str, str], Recipe] = {}
 
 def parity_recipe_for(dataset: str, arch: str, **overrides) -> Recipe:
     """The parity recipe: PARITY_RECIPES, else the base model's recipe (`train.recipe_for`: the same augmentation,
-    batch size, epochs and learning rate) without label smoothing (unused by MSE); keyword overrides (None: keep)."""
-    base = PARITY_RECIPES.get((dataset, arch)) or replace(train.recipe_for(dataset, arch), label_smoothing=0.0)
+    batch size, epochs and learning rate) without label smoothing (unused by MSE) and without its warm restart (a
+    parity model trains in one cycle); keyword overrides (None: keep)."""
+    base = PARITY_RECIPES.get((dataset, arch)) or train.recipe_for(dataset, arch, label_smoothing=0.0, restart_epochs=0)
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
 
