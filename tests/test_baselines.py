@@ -112,6 +112,30 @@ def test_saved_parity_models_load_verified_and_are_tied_to_their_base(env):
         bl.load_parity("mnist", "mlp", 2)
 
 
+def test_a_stale_parity_model_warm_starts_for_the_new_base(env):
+    save_base()
+    old, state = bl.train_parity("mnist", "mlp", 2, recipe=TINY, device="cpu", subset=64, progress=False)
+    old_card = bl.finish_parity(old, "mnist", "mlp", 2, state, "cpu", "first")
+    save_base(seed=2)  # the base model changes
+    kw = {"recipe": TINY, "device": "cpu", "subset": 64, "progress": False, "warm_start": True}
+    still, _ = bl.train_parity("mnist", "mlp", 2, run_dir=env / "w0", **{**kw, "recipe": replace(TINY, lr=0.0)})
+    for k, v in bl.load_parity("mnist", "mlp", 2).state_dict().items():
+        assert torch.equal(still.state_dict()[k], v), k  # at rate 0: the shipped parity model, not a fresh draw
+    model, state = bl.train_parity("mnist", "mlp", 2, run_dir=env / "w1", **kw)
+    card = bl.finish_parity(model, "mnist", "mlp", 2, state, "cpu", "again")
+    assert card["base_sha256"] == served("mnist", "mlp", "cpu").fingerprint != old_card["base_sha256"]
+    kept = card["warm_start"]
+    assert (kept["weights_sha256"], kept["base_sha256"]) == (old_card["weights_sha256"], old_card["base_sha256"])
+    assert kept["command"] == "first"
+    bl.served_parity("mnist", "mlp", 2, "cpu")  # tied to the new base now
+
+
+def test_warm_start_without_a_shipped_parity_model_names_the_command(env):
+    save_base()
+    with pytest.raises(models.ModelError, match="approxifer train-parity mnist mlp 2"):
+        bl.train_parity("mnist", "mlp", 2, recipe=TINY, device="cpu", subset=64, progress=False, warm_start=True)
+
+
 def test_same_draws_as_approxifer_shapes_and_outputs(env):
     save_base()
     base = served("mnist", "mlp", "cpu")

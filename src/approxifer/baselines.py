@@ -204,6 +204,7 @@ def train_parity(
     *,
     device: str = "auto",
     resume: bool = False,
+    warm_start: bool = False,
     subset: int | None = None,
     stop_after: int | None = None,
     run_dir: Path | None = None,
@@ -214,7 +215,9 @@ def train_parity(
     Deterministic and resumable like `train.train`: the K permutations of an epoch and the augmentation of every
     batch are functions of (seed, epoch, step); checkpoints go to `run_dir` (default:
     ``checkpoint_dir()/<dataset>-<arch>-parityK<K>``). `subset` trains on the first n training images, `stop_after`
-    stops after that many global steps as if interrupted. Returns the model and its state (history, elapsed, ...).
+    stops after that many global steps as if interrupted. `warm_start` (when no checkpoint is resumed) starts from the
+    shipped parity model, trained for an earlier base model, and keeps what its card says in ``state["warm_start"]``.
+    Returns the model and its state (history, elapsed, ...).
     """
     K = _check(dataset, arch, K)
     base_arch = base_arch or arch
@@ -233,6 +236,8 @@ def train_parity(
     model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
     meta = {"K": K, "base_arch": base_arch, "base_sha256": base.fingerprint, "subset": subset, "grad_clip": GRAD_CLIP}
     opt, state = train.start(model, recipe, run_dir, resume, meta, what="recipe, K, subset or base model")
+    if warm_start and state["step"] == 0:
+        state["warm_start"] = _warm_parity(model, dataset, arch, K)
 
     @lru_cache(maxsize=1)
     def orders(epoch: int) -> torch.Tensor:  # K independent permutations: parity sample s sums images orders[s, :]
@@ -252,6 +257,15 @@ def train_parity(
         progress=progress,
     )  # fmt: skip
     return model.eval(), state
+
+
+def _warm_parity(model: nn.Module, dataset: str, arch: str, K: int) -> dict:
+    """Load the shipped parity model into `model`; what its card says of it (the base model it was trained for)."""
+    card = load_parity_card(dataset, arch, K)
+    model.load_state_dict(load_parity(dataset, arch, K).state_dict())
+    print(f"warm start: from models/{dataset}-{parity_name(arch, K)} ({card['epochs']} epochs)", file=sys.stderr)
+    kept = (*train.FIRST_CYCLE_FIELDS, "base_sha256", "epochs", "degraded_accuracy")
+    return {k: card[k] for k in kept if k in card}
 
 
 def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict, device: str, command: str) -> dict:
@@ -283,6 +297,7 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
         "test_mse_fp32": ev32["test_mse"],
         "subset": state.get("subset"),
         **train.run_record(state, dev, command),
+        **({"warm_start": state["warm_start"]} if "warm_start" in state else {}),
     }
     return models.save(model, dataset, arch, card, half=use_half, variant=parity_variant(K))
 
@@ -565,11 +580,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument(
+        "--warm-start", action="store_true", help="start from the shipped parity model (e.g. after the base changed)"
+    )
     a = p.parse_args(argv)
     try:
         _check(a.dataset, a.arch, a.K)
         recipe = parity_recipe_for(a.dataset, a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed)
-        model, state = train_parity(a.dataset, a.arch, a.K, a.base_arch, recipe, device=a.device, resume=a.resume)
+        model, state = train_parity(
+            a.dataset, a.arch, a.K, a.base_arch, recipe, device=a.device, resume=a.resume, warm_start=a.warm_start
+        )
     except (ValueError, models.ModelError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
