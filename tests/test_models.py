@@ -98,16 +98,26 @@ def test_a_warm_start_continues_the_shipped_model_and_resumes(tmp_path, monkeypa
     recipe = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, ckpt_every=1000, restart_epochs=2)
     warm, s_warm = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "a", warm_start=True, **kwargs)
     assert s_warm["step"] == 6 and [h["epoch"] for h in s_warm["history"]] == [1, 2, 3]
-    assert {k: s_warm["warm_start"][k] for k in ("weights_sha256", "wall_time_s", "precision")} == {
-        k: card[k] for k in ("weights_sha256", "wall_time_s", "precision")
-    }
+    kept = ("weights_sha256", "wall_time_s", "precision")
+    assert {k: s_warm["warm_start"][k] for k in kept} == {k: card[k] for k in kept}
     assert not torch.equal(warm.state_dict()["0.weight"], model.state_dict()["0.weight"])
     _, s_cut = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", warm_start=True, stop_after=3, **kwargs)
     assert s_cut["step"] == 3
     resumed, s_res = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", resume=True, **kwargs)
     assert s_res["warm_start"] == s_warm["warm_start"]
+    assert train.recorded_command("approxifer train mnist lenet5 --resume", s_res).endswith("lenet5 --warm-start")
+    assert train.recorded_command("approxifer train mnist lenet5 --resume", state).endswith("lenet5")
     for (k, a), b in zip(warm.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
-    for wrong in (first, replace(recipe, epochs=2)):
-        with pytest.raises(ValueError, match="--warm-start needs a recipe with a restart whose first cycle made"):
+    for wrong in (first, replace(recipe, epochs=2), replace(recipe, weight_decay=0.0)):
+        with pytest.raises(ValueError, match="--warm-start needs a recipe whose restart follows the 1 epochs"):
             train.train("mnist", "lenet5", wrong, run_dir=tmp_path / "c", warm_start=True, **kwargs)
+    # a third cycle follows the second: the card keeps the whole chain
+    record = {**train.run_record(s_warm, torch.device("cpu"), "c2"), "warm_start": s_warm["warm_start"]}
+    models.save(warm, "mnist", "lenet5", {"test_accuracy": 0.6, **record}, half=False)
+    third = replace(recipe, epochs=3, restart_epochs=1, restart_lr=0.01)
+    _, s_third = train.train("mnist", "lenet5", third, run_dir=tmp_path / "d", warm_start=True, **kwargs)
+    assert s_third["step"] == 8 and [h["epoch"] for h in s_third["history"]] == [1, 2, 3, 4]
+    chain = s_third["warm_start"]
+    assert chain["command"] == "c2" and chain["recipe"]["restart_epochs"] == 2
+    assert chain["warm_start"]["command"] == "cmd"

@@ -264,7 +264,7 @@ def _warm_parity(model: nn.Module, dataset: str, arch: str, K: int) -> dict:
     card = load_parity_card(dataset, arch, K)
     model.load_state_dict(load_parity(dataset, arch, K).state_dict())
     print(f"warm start: from models/{dataset}-{parity_name(arch, K)} ({card['epochs']} epochs)", file=sys.stderr)
-    kept = (*train.FIRST_CYCLE_FIELDS, "base_sha256", "epochs", "degraded_accuracy")
+    kept = (*train.WARM_START_FIELDS, "base_sha256", "epochs", "degraded_accuracy")
     return {k: card[k] for k in kept if k in card}
 
 
@@ -594,6 +594,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     command = "approxifer train-parity " + shlex.join(argv if argv is not None else sys.argv[1:])
-    card = finish_parity(model, a.dataset, a.arch, a.K, state, a.device, command.replace(" --resume", ""))
+    card = finish_parity(model, a.dataset, a.arch, a.K, state, a.device, train.recorded_command(command, state))
     keys = ("dataset", "arch", "K", "degraded_accuracy", "test_mse", "weights_dtype", "wall_time_s")
     print(json.dumps({k: card[k] for k in keys}))
