@@ -128,6 +128,11 @@ def test_a_stale_parity_model_warm_starts_for_the_new_base(env):
     assert (kept["weights_sha256"], kept["base_sha256"]) == (old_card["weights_sha256"], old_card["base_sha256"])
     assert kept["command"] == "first"
     bl.served_parity("mnist", "mlp", 2, "cpu")  # tied to the new base now
+    save_base(seed=3)  # and again: the third parity card keeps the whole chain, as base cards do
+    model, state = bl.train_parity("mnist", "mlp", 2, run_dir=env / "w2", **kw)
+    chain = bl.finish_parity(model, "mnist", "mlp", 2, state, "cpu", "third")["warm_start"]
+    assert (chain["command"], chain["warm_start"]["command"]) == ("again", "first")
+    assert chain["warm_start"]["base_sha256"] == old_card["base_sha256"]
 
 
 def test_warm_start_without_a_shipped_parity_model_names_the_command(env):

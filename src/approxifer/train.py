@@ -352,9 +352,11 @@ def train(
     return model.eval(), state
 
 
-# what a warm-started card keeps of the card it started from: with `recipe` and `warm_start`, the whole chain of cycles
-# (older cards have no precision field)
-WARM_START_FIELDS = ("weights_sha256", "test_accuracy", "command", "wall_time_s", "device", "precision", "recipe")
+# what a warm-started card (base or parity model) keeps of the card it started from: with `recipe` and its own
+# `warm_start`, the whole chain of cycles (older cards have no precision field)
+WARM_START_FIELDS = (
+    "weights_sha256", "test_accuracy", "command", "wall_time_s", "device", "precision", "recipe", "warm_start",
+)  # fmt: skip
 # what may differ between a restart's recipe and that of the model it starts from
 CYCLE_FIELDS = ("epochs", "restart_epochs", "restart_lr", "ckpt_every")
 
@@ -377,7 +379,7 @@ def _warm_state(model: nn.Module, dataset: str, arch: str, recipe: Recipe, steps
         )
     model.load_state_dict(models.load(dataset, arch).state_dict())
     print(f"warm start: the restart begins from models/{dataset}-{arch} ({card['epochs']} epochs)", file=sys.stderr)
-    kept = {k: card[k] for k in (*WARM_START_FIELDS, "warm_start") if k in card}
+    kept = {k: card[k] for k in WARM_START_FIELDS if k in card}
     return {
         "step": recipe.epochs * steps_per_epoch, "elapsed": card["wall_time_s"], "history": card["history"],
         "recipe": asdict(recipe), "warm_start": kept,
