@@ -263,7 +263,8 @@ def _warm_parity(model: nn.Module, dataset: str, arch: str, K: int) -> dict:
     """Load the shipped parity model into `model`; what its card says of it (the base model it was trained for)."""
     card = load_parity_card(dataset, arch, K)
     model.load_state_dict(load_parity(dataset, arch, K).state_dict())
-    print(f"warm start: from models/{dataset}-{parity_name(arch, K)} ({card['epochs']} epochs)", file=sys.stderr)
+    path = models.weights_path(dataset, arch, parity_variant(K))
+    print(f"warm start: from {path} ({card['epochs']} epochs)", file=sys.stderr)
     kept = (*train.WARM_START_FIELDS, "base_sha256", "epochs", "degraded_accuracy")
     return {k: card[k] for k in kept if k in card}
 

@@ -374,11 +374,12 @@ def _warm_state(model: nn.Module, dataset: str, arch: str, recipe: Recipe, steps
         or any(card["recipe"].get(k, v) != v for k, v in same.items())
     ):
         raise ValueError(
-            f"--warm-start needs a recipe whose restart follows the {card['epochs']} epochs of models/{dataset}-{arch} "
-            f"({card['command']!r}, {card['recipe']}); this recipe is {recipe}"
+            f"--warm-start needs a recipe whose restart follows the {card['epochs']} epochs of "
+            f"{models.card_path(dataset, arch)} ({card['command']!r}, {card['recipe']}); this recipe is {recipe}"
         )
     model.load_state_dict(models.load(dataset, arch).state_dict())
-    print(f"warm start: the restart begins from models/{dataset}-{arch} ({card['epochs']} epochs)", file=sys.stderr)
+    path = models.weights_path(dataset, arch)
+    print(f"warm start: the restart begins from {path} ({card['epochs']} epochs)", file=sys.stderr)
     kept = {k: card[k] for k in WARM_START_FIELDS if k in card}
     return {
         "step": recipe.epochs * steps_per_epoch, "elapsed": card["wall_time_s"], "history": card["history"],
