@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from approxifer import data, models, train
 
@@ -110,7 +111,7 @@ def test_a_warm_start_continues_the_shipped_model_and_resumes(tmp_path, monkeypa
     for (k, a), b in zip(warm.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
     for wrong in (first, replace(recipe, epochs=2), replace(recipe, weight_decay=0.0)):
-        with pytest.raises(ValueError, match="--warm-start needs a recipe whose restart follows the 1 epochs"):
+        with pytest.raises(ValueError, match=r"needs a recipe whose restart \(or SWA phase\) follows the 1 epochs"):
             train.train("mnist", "lenet5", wrong, run_dir=tmp_path / "c", warm_start=True, **kwargs)
     # a third cycle follows the second: the card keeps the whole chain
     record = {**train.run_record(s_warm, torch.device("cpu"), "c2"), "warm_start": s_warm["warm_start"]}
@@ -121,3 +122,53 @@ def test_a_warm_start_continues_the_shipped_model_and_resumes(tmp_path, monkeypa
     chain = s_third["warm_start"]
     assert chain["command"] == "c2" and chain["recipe"]["restart_epochs"] == 2
     assert chain["warm_start"]["command"] == "cmd"
+
+
+def test_the_swa_phase_runs_at_a_constant_rate_and_snapshots_on_schedule():
+    r = train.Recipe(epochs=2, warmup=0.5, restart_epochs=1, swa_epochs=2, swa_lr=0.03, swa_every=4)  # 10 steps/epoch
+    assert r.cycle_epochs == 3 and r.total_epochs == 5
+    assert [train.learning_rate(r, s, 10) for s in (29, 30, 49)] == [pytest.approx(0.01), 0.03, 0.03]
+    due = [s for s in range(51) if train.swa_snapshot_due(r, s, 10)]
+    assert due == [34, 38, 42, 46, 50]  # every 4 steps of the phase, and after its last step
+    assert not any(train.swa_snapshot_due(replace(r, swa_epochs=0), s, 10) for s in range(51))
+
+
+def test_swa_returns_the_average_with_batchnorm_recomputed_and_resumes(tmp_path):
+    recipe = train.recipe_for("mnist", "resnet18", epochs=1, batch_size=16, swa_epochs=2, swa_every=3, ckpt_every=1000)
+    kwargs = {"subset": 64, "progress": False}  # 4 steps an epoch: snapshots after steps 7, 10 and 12
+    full, s_full = train.train("mnist", "resnet18", recipe, run_dir=tmp_path / "a", **kwargs)
+    last_sgd = s_full["history"][-1]["test_accuracy"]
+    assert s_full["swa"] == {"snapshots": 3, "every_steps": 3, "bn_images": 64, "last_sgd_test_accuracy": last_sgd}
+    saved = load_file(tmp_path / "a" / "state.safetensors")
+    weight = "layer1.0.conv1.weight"
+    assert torch.equal(full.state_dict()[weight], saved[f"swa.module.{weight}"])  # the average, not the last SGD step
+    assert not torch.equal(saved[f"swa.module.{weight}"], saved[f"model.{weight}"])
+    x = data.to_tensor(data.load("mnist", "train")[0][:64], "mnist")
+    with torch.no_grad():
+        features = full.conv1(x)  # BatchNorm statistics of the averaged weights over the training images
+    assert torch.allclose(full.bn1.running_mean, features.mean((0, 2, 3)), atol=1e-5)
+    assert torch.allclose(full.bn1.running_var, features.var((0, 2, 3)), rtol=1e-3)
+    _, s_cut = train.train("mnist", "resnet18", recipe, run_dir=tmp_path / "b", stop_after=8, **kwargs)
+    assert "swa" not in s_cut  # interrupted in the SWA phase, after its first snapshot
+    resumed, s_res = train.train("mnist", "resnet18", recipe, run_dir=tmp_path / "b", resume=True, **kwargs)
+    assert s_res["swa"] == s_full["swa"]
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    record = train.run_record(s_full, torch.device("cpu"), "cmd")
+    assert record["epochs"] == 3
+
+
+def test_a_warm_start_begins_the_swa_phase_after_the_same_cycles(tmp_path, monkeypatch):
+    monkeypatch.setenv("APPROXIFER_MODELS", str(tmp_path / "models"))
+    kwargs = {"subset": 32, "progress": False}  # 2 steps per epoch
+    cycles = train.recipe_for("mnist", "resnet18", epochs=1, batch_size=16, ckpt_every=1000, restart_epochs=1)
+    model, state = train.train("mnist", "resnet18", cycles, run_dir=tmp_path / "cycles", **kwargs)
+    record = {"test_accuracy": 0.5, **train.run_record(state, torch.device("cpu"), "c")}
+    card = models.save(model, "mnist", "resnet18", record, half=False)
+    swa = replace(cycles, swa_epochs=1, swa_every=1)
+    _, s_swa = train.train("mnist", "resnet18", swa, run_dir=tmp_path / "a", warm_start=True, **kwargs)
+    assert s_swa["step"] == 6 and [h["epoch"] for h in s_swa["history"]] == [1, 2, 3]
+    assert s_swa["swa"]["snapshots"] == 2 and s_swa["warm_start"]["weights_sha256"] == card["weights_sha256"]
+    for wrong in (replace(swa, restart_lr=0.01), replace(swa, restart_epochs=2), replace(swa, swa_epochs=0)):
+        with pytest.raises(ValueError, match=r"whose restart \(or SWA phase\) follows the 2 epochs"):
+            train.train("mnist", "resnet18", wrong, run_dir=tmp_path / "b", warm_start=True, **kwargs)

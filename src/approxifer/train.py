@@ -1,14 +1,16 @@
 """Train the base models: one readable script, top to bottom (setup, recipe, data, evaluation, training, main).
 
 Recipe: SGD with Nesterov momentum, a one-cycle learning rate (linear warm-up then linear decay to zero), optionally
-followed by a second, lower cycle (a warm restart), label smoothing, weight decay; random crop (+ horizontal flip where
+followed by a second, lower cycle (a warm restart) and a phase at a constant rate whose weights are averaged (SWA,
+with BatchNorm statistics recomputed), label smoothing, weight decay; random crop (+ horizontal flip where
 the dataset allows it) as batched tensor ops. The forward/backward pass runs in channels-last memory, under bf16
 autocast where the hardware has bf16 kernels (CUDA; CPUs with AVX-512 or AMX), else in float32 (`native_bf16`).
 
 Resumable at any step: the data order and the augmentation of every batch are functions of (seed, epoch, step),
 and a checkpoint (safetensors + JSON, no pickle) is written every `ckpt_every` steps and at each epoch's end, so an
 interrupted run continues exactly where it stopped and ends with the same weights as an uninterrupted one.
-A recipe with a restart can also start it from the shipped model it follows (`--warm-start`), so cycles chain.
+A recipe with a restart (or an SWA phase) can also start it from the shipped model it follows (`--warm-start`), so
+cycles chain.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from approxifer import data, models
@@ -83,10 +86,17 @@ class Recipe:
     ckpt_every: int = 100  # steps between checkpoints
     restart_epochs: int = 0  # a second one-cycle (warm restart) of this many epochs after the first (0: none)
     restart_lr: float = 0.05  # its peak learning rate
+    swa_epochs: int = 0  # then this many epochs at the constant rate `swa_lr`, averaging the weights (0: none)
+    swa_lr: float = 0.02
+    swa_every: int = 49  # steps between the snapshots averaged (and after the last step)
+
+    @property
+    def cycle_epochs(self) -> int:
+        return self.epochs + self.restart_epochs
 
     @property
     def total_epochs(self) -> int:
-        return self.epochs + self.restart_epochs
+        return self.cycle_epochs + self.swa_epochs
 
 
 RECIPES: dict[tuple[str, str], Recipe] = {
@@ -119,8 +129,10 @@ def recipe_for(dataset: str, arch: str, **overrides) -> Recipe:
 
 def learning_rate(r: Recipe, step: int, steps_per_epoch: int) -> float:
     """One cycle: linear from lr/10 to lr over the warm-up, then linear to 0; the restart repeats it with peak
-    `restart_lr` over its own epochs."""
+    `restart_lr` over its own epochs; the SWA phase after them runs at `swa_lr`."""
     first = r.epochs * steps_per_epoch
+    if step >= r.cycle_epochs * steps_per_epoch and r.swa_epochs:
+        return r.swa_lr
     if step < first:
         lr, total = r.lr, first
     else:
@@ -129,6 +141,13 @@ def learning_rate(r: Recipe, step: int, steps_per_epoch: int) -> float:
     if step < peak:
         return lr * (0.1 + 0.9 * step / peak)
     return lr * max(0.0, (total - step) / max(1, total - peak))
+
+
+def swa_snapshot_due(r: Recipe, step: int, steps_per_epoch: int) -> bool:
+    """Whether the weights after global step `step` join the SWA average: every `swa_every` steps of the SWA phase,
+    and after its last step. The average is SWA's (Izmailov et al., 2018): w_swa = (1/n) sum_i w_i."""
+    into = step - r.cycle_epochs * steps_per_epoch
+    return r.swa_epochs > 0 and into > 0 and (into % r.swa_every == 0 or step == r.total_epochs * steps_per_epoch)
 
 
 # ---------------------------------------------------------------- data
@@ -185,8 +204,12 @@ def evaluate(model: nn.Module, dataset: str, device: torch.device, *, bf16: bool
 # ---------------------------------------------------------------- training
 
 
-def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
+def _save_checkpoint(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict, averaged: AveragedModel | None = None
+) -> None:
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if averaged is not None:
+        tensors |= {f"swa.{k}": v.detach().contiguous().cpu() for k, v in averaged.state_dict().items()}
     for i, p in enumerate(opt.param_groups[0]["params"]):
         buf = opt.state.get(p, {}).get("momentum_buffer")
         if buf is not None:
@@ -198,9 +221,13 @@ def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, s
     os.replace(path / "state.json.tmp", path / "state.json")
 
 
-def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+def _load_checkpoint(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, averaged: AveragedModel | None = None
+) -> dict:
     tensors = load_file(path / "state.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    if averaged is not None:
+        averaged.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("swa.")})
     params = opt.param_groups[0]["params"]
     for k, v in tensors.items():
         if k.startswith("momentum."):
@@ -209,9 +236,16 @@ def _load_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -
 
 
 def start(
-    model: nn.Module, recipe: Recipe, run_dir: Path, resume: bool, settings: dict | None = None, what: str = "recipe"
+    model: nn.Module,
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool,
+    settings: dict | None = None,
+    what: str = "recipe",
+    averaged: AveragedModel | None = None,
 ) -> tuple[torch.optim.Optimizer, dict]:
-    """The optimizer (SGD, Nesterov) and the run state, fresh or resumed from `run_dir`'s checkpoint.
+    """The optimizer (SGD, Nesterov) and the run state, fresh or resumed from `run_dir`'s checkpoint (with the
+    running SWA average into `averaged`, if given).
 
     A checkpoint made with another recipe (or other `settings`, stored in the state) is refused, not mixed in.
     """
@@ -221,7 +255,7 @@ def start(
     settings = settings or {}
     state = {"step": 0, "elapsed": 0.0, "history": [], "recipe": asdict(recipe), **settings}
     if resume and (run_dir / "state.json").exists():
-        state = _load_checkpoint(run_dir, model, opt)
+        state = _load_checkpoint(run_dir, model, opt, averaged)
         if state["recipe"] != asdict(recipe) or any(state.get(k) != v for k, v in settings.items()):
             raise ValueError(f"the checkpoint in {run_dir} was made with another {what}; delete it or drop --resume")
     elif resume:
@@ -245,15 +279,16 @@ def fit(
     clip: float | None = None,
     desc: str = "",
     progress: bool = True,
+    averaged: AveragedModel | None = None,
 ) -> list[float]:
     """The training loop of every model here (base and parity); returns this call's per-step losses.
 
     Global step s of epoch e = s // steps_per_epoch takes `batch(e, i)` (inputs, targets), sets the one-cycle rate,
     runs the forward pass in channels-last memory (under bf16 autocast if `native_bf16`), and steps the optimizer
-    (gradient norm clipped to `clip` if given). At each epoch's end `on_epoch(model)` adds its metrics to
-    ``state["history"]`` with the epoch's mean loss; a checkpoint is written every ``recipe.ckpt_every`` steps, at each
-    epoch's end and at `stop_after` (then the loop stops, as if interrupted). A non-finite loss stops with a
-    `FloatingPointError`.
+    (gradient norm clipped to `clip` if given), and adds the weights to `averaged` where `swa_snapshot_due`. At each
+    epoch's end `on_epoch(model)` adds its metrics to ``state["history"]`` with the epoch's mean loss; a checkpoint
+    (with `averaged`) is written every ``recipe.ckpt_every`` steps, at each epoch's end and at `stop_after` (then the
+    loop stops, as if interrupted). A non-finite loss stops with a `FloatingPointError`.
     """
     total = recipe.total_epochs * steps_per_epoch
     bf16 = native_bf16(device)
@@ -281,6 +316,8 @@ def fit(
             nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
         state["step"] += 1
+        if averaged is not None and swa_snapshot_due(recipe, state["step"], steps_per_epoch):
+            averaged.update_parameters(model)
         losses.append(loss.item())
         bar.update(1)
         if yb.dtype == torch.long:  # class labels: show the batch accuracy too
@@ -296,7 +333,7 @@ def fit(
             bar.write(f"epoch {epoch + 1}/{recipe.total_epochs}: {shown}")
         if end_of_epoch or state["step"] % recipe.ckpt_every == 0 or state["step"] == stop_after:
             state["elapsed"] = time.perf_counter() - t0
-            _save_checkpoint(run_dir, model, opt, state)
+            _save_checkpoint(run_dir, model, opt, state, averaged)
         if state["step"] == stop_after:
             break
     bar.close()
@@ -321,8 +358,10 @@ def train(
 
     `subset` trains on the first n images (smoke tests); `stop_after` stops after that many global steps, as if
     interrupted; `resume` continues from the run's checkpoint in `run_dir` (default: checkpoint_dir()/dataset-arch).
-    `warm_start` (when no checkpoint is resumed) starts the recipe's restart from the shipped model of its first
-    cycle (`models.load`), taking over that model card's history and wall time.
+    `warm_start` (when no checkpoint is resumed) starts the recipe's restart (or SWA phase) from the shipped model
+    that ends where it begins (`models.load`), taking over that model card's history and wall time.
+    With an SWA phase the model returned is the average of its snapshots, its BatchNorm statistics recomputed over
+    the training images; ``state["swa"]`` records how (and the last SGD weights' test accuracy).
     """
     recipe = recipe or recipe_for(dataset, arch)
     dev = pick_device(device)
@@ -333,7 +372,8 @@ def train(
     x, y = data.to_tensor(x[:subset], dataset), torch.as_tensor(y[:subset])
     model = models.build(arch, dataset).to(dev).to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(x) / recipe.batch_size)
-    opt, state = start(model, recipe, run_dir, resume)
+    averaged = AveragedModel(model) if recipe.swa_epochs else None
+    opt, state = start(model, recipe, run_dir, resume, averaged=averaged)
     if warm_start and state["step"] == 0:
         state = _warm_state(model, dataset, arch, recipe, steps_per_epoch)
 
@@ -349,8 +389,17 @@ def train(
             "test_accuracy": evaluate(m, dataset, dev, bf16=native_bf16(dev), n=None if subset is None else 200)
         },
         run_dir=run_dir, device=dev, stop_after=stop_after, desc=f"{dataset}/{arch}", progress=progress,
+        averaged=averaged,
     )  # fmt: skip
-    return model.eval(), state
+    if averaged is None or state["step"] < recipe.total_epochs * steps_per_epoch:
+        return model.eval(), state
+    batches = (x[i : i + 500].contiguous(memory_format=torch.channels_last) for i in range(0, len(x), 500))
+    update_bn(batches, averaged, dev)
+    state["swa"] = {
+        "snapshots": int(averaged.n_averaged), "every_steps": recipe.swa_every, "bn_images": len(x),
+        "last_sgd_test_accuracy": state["history"][-1]["test_accuracy"],
+    }  # fmt: skip
+    return averaged.module.eval(), state
 
 
 # what a warm-started card (base or parity model) keeps of the card it started from: with `recipe` and its own
@@ -358,32 +407,35 @@ def train(
 WARM_START_FIELDS = (
     "weights_sha256", "test_accuracy", "command", "wall_time_s", "device", "precision", "recipe", "warm_start",
 )  # fmt: skip
-# what may differ between a restart's recipe and that of the model it starts from
-CYCLE_FIELDS = ("epochs", "restart_epochs", "restart_lr", "ckpt_every")
+# what may differ between a later phase's recipe and that of the model it starts from: a restart may follow any
+# first cycle; an SWA phase follows the model of the same cycles
+SWA_FIELDS = ("swa_epochs", "swa_lr", "swa_every", "ckpt_every")
+CYCLE_FIELDS = ("epochs", "restart_epochs", "restart_lr", *SWA_FIELDS)
 
 
 def _warm_state(model: nn.Module, dataset: str, arch: str, recipe: Recipe, steps_per_epoch: int) -> dict:
-    """Load the shipped model into `model`; the run state where `recipe`'s restart begins.
+    """Load the shipped model into `model`; the run state where `recipe`'s restart (or SWA phase) begins.
 
-    The shipped model must have been trained for `recipe.epochs` epochs (in one cycle or a chain of them) with the
-    same batch size, optimizer and augmentation, so that restarts can follow one another."""
+    The shipped model must have been trained for `recipe.epochs` epochs (restart; in one cycle or a chain of them),
+    or with this recipe's cycles (SWA phase), with the same batch size, optimizer and augmentation, so that phases
+    can follow one another."""
     card = models.load_card(dataset, arch)
-    same = {k: v for k, v in asdict(recipe).items() if k not in CYCLE_FIELDS}
-    if (
-        not recipe.restart_epochs
-        or card["epochs"] != recipe.epochs
-        or any(card["recipe"].get(k, v) != v for k, v in same.items())
-    ):
+    if recipe.swa_epochs and card["epochs"] == recipe.cycle_epochs:
+        begins, free, follows = "SWA phase", SWA_FIELDS, True
+    else:
+        begins, free, follows = "restart", CYCLE_FIELDS, recipe.restart_epochs > 0 and card["epochs"] == recipe.epochs
+    same = {k: v for k, v in asdict(recipe).items() if k not in free}
+    if not follows or any(card["recipe"].get(k, v) != v for k, v in same.items()):
         raise ValueError(
-            f"--warm-start needs a recipe whose restart follows the {card['epochs']} epochs of "
+            f"--warm-start needs a recipe whose restart (or SWA phase) follows the {card['epochs']} epochs of "
             f"{models.card_path(dataset, arch)} ({card['command']!r}, {card['recipe']}); this recipe is {recipe}"
         )
     model.load_state_dict(models.load(dataset, arch).state_dict())
     path = models.weights_path(dataset, arch)
-    print(f"warm start: the restart begins from {path} ({card['epochs']} epochs)", file=sys.stderr)
+    print(f"warm start: the {begins} begins from {path} ({card['epochs']} epochs)", file=sys.stderr)
     kept = {k: card[k] for k in WARM_START_FIELDS if k in card}
     return {
-        "step": recipe.epochs * steps_per_epoch, "elapsed": card["wall_time_s"], "history": card["history"],
+        "step": card["epochs"] * steps_per_epoch, "elapsed": card["wall_time_s"], "history": card["history"],
         "recipe": asdict(recipe), "warm_start": kept,
     }  # fmt: skip
 
@@ -402,7 +454,7 @@ def run_record(state: dict, device: torch.device, command: str) -> dict:
     """The model-card fields of a training run: recipe, seed, history, wall time, device, torch version, command."""
     cpu = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     return {
-        "epochs": state["recipe"]["epochs"] + state["recipe"].get("restart_epochs", 0),
+        "epochs": sum(state["recipe"].get(k, 0) for k in ("epochs", "restart_epochs", "swa_epochs")),
         "recipe": state["recipe"],
         "seed": state["recipe"]["seed"],
         "history": state["history"],
@@ -434,7 +486,7 @@ def finish(model: nn.Module, dataset: str, arch: str, state: dict, device: str, 
         "test_accuracy_fp32": acc32,
         **({"test_accuracy_bf16_autocast": evaluate(model, dataset, dev, bf16=True)} if native_bf16(dev) else {}),
         **run_record(state, dev, command),
-        **({"warm_start": state["warm_start"]} if "warm_start" in state else {}),
+        **{k: state[k] for k in ("swa", "warm_start") if k in state},
     }
     return models.save(model, dataset, arch, card, half=use_half)
 
@@ -452,16 +504,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--restart-epochs", type=int, help="epochs of the warm restart after --epochs (0: none)")
     p.add_argument("--restart-lr", type=float, help="peak learning rate of the warm restart")
+    p.add_argument("--swa-epochs", type=int, help="epochs at a constant rate whose weights are averaged (0: none)")
+    p.add_argument("--swa-lr", type=float, help="the constant learning rate of the SWA phase")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="auto")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument(
-        "--warm-start", action="store_true", help="start the restart from the shipped model (of --epochs epochs)"
+        "--warm-start", action="store_true", help="start the restart (or SWA phase) from the shipped model it follows"
     )
     a = p.parse_args(argv)
     recipe = recipe_for(
         a.dataset, a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
-        restart_epochs=a.restart_epochs, restart_lr=a.restart_lr,
+        restart_epochs=a.restart_epochs, restart_lr=a.restart_lr, swa_epochs=a.swa_epochs, swa_lr=a.swa_lr,
     )  # fmt: skip
     try:
         model, state = train(a.dataset, a.arch, recipe, device=a.device, resume=a.resume, warm_start=a.warm_start)
