@@ -6,12 +6,12 @@ VENV_STAMP := .venv/.installed
 MODELS ?= mnist:lenet5 mnist:mlp mnist:resnet18 fashion-mnist:lenet5 fashion-mnist:mlp fashion-mnist:resnet18 \
   cifar10:resnet18 cifar10:resnet34 cifar10:vgg16 cifar10:mobilenetv2
 
-.PHONY: help venv data train test unit nbval notebooks html browser lint bench bench-grid book clean
+.PHONY: help venv data train test unit nbval notebooks html browser lint bench bench-grid bench-train book clean
 
 help:
 	@echo "make book   set up .venv, prepare the data, run the notebooks, build the HTML book (_build/html)"
 	@echo "make test   everything CI checks: lint, unit tests, nbval of notebooks/, book build, browser check"
-	@echo "make data | train | notebooks | nbval | html | browser | lint | bench | bench-grid | clean"
+	@echo "make data | train | notebooks | nbval | html | browser | lint | bench | bench-grid | bench-train | clean"
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -39,6 +39,10 @@ unit: venv
 bench: venv
 	$(PY) benchmarks/codec.py
 	$(PY) benchmarks/locator.py
+
+# One training step of the CIFAR-10 ResNet-18 recipe, eager vs torch.compile (minutes).
+bench-train: data
+	$(PY) benchmarks/train_step.py
 
 # The paper's straggler grid on the whole test sets, from an empty cache then a warm one (minutes).
 bench-grid: data

@@ -75,6 +75,28 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
                     resume=True, **kwargs)  # fmt: skip
 
 
+def test_a_compiled_forward_pass_trains_the_same_model(tmp_path, monkeypatch):
+    compiled_modules, batch_sizes = [], []
+
+    def spy(module, **options):
+        compiled_modules.append(module)
+        forward = real_compile(module, **options)
+        return lambda x: batch_sizes.append(len(x)) or forward(x)
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", spy)
+    recipe = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, ckpt_every=1000)
+    kwargs = {"subset": 40, "progress": False}  # batches of 16, 16 and 8: two shapes
+    eager, s_eager = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "a", **kwargs)
+    assert not compiled_modules
+    compiled, s_comp = train.train("mnist", "lenet5", recipe, run_dir=tmp_path / "b", compile_model=True, **kwargs)
+    assert compiled_modules == [compiled]  # the plain module is returned (and saved), not the compiled wrapper
+    assert batch_sizes == [16, 16, 8]  # every training step ran through it
+    assert (s_eager["torch_compile"], s_comp["torch_compile"]) == (False, True)
+    for (k, a), b in zip(eager.state_dict().items(), compiled.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+
+
 def test_a_diverging_run_stops_with_a_clear_error(tmp_path):
     recipe = train.recipe_for("mnist", "lenet5", epochs=1, batch_size=16, lr=1e12, warmup=0.0)
     with pytest.raises(FloatingPointError, match="lower the learning rate"):

@@ -281,12 +281,14 @@ def fit(
     desc: str = "",
     progress: bool = True,
     averaged: AveragedModel | None = None,
+    compile_model: bool = False,
 ) -> list[float]:
     """The training loop of every model here (base and parity); returns this call's per-step losses.
 
     Global step s of epoch e = s // steps_per_epoch takes `batch(e, i)` (inputs, targets), sets the one-cycle rate,
     runs the forward pass in channels-last memory (under bf16 autocast if `native_bf16`), and steps the optimizer
-    (gradient norm clipped to `clip` if given), and adds the weights to `averaged` where `swa_snapshot_due`. At each
+    (gradient norm clipped to `clip` if given), and adds the weights to `averaged` where `swa_snapshot_due`. With
+    `compile_model` the training forward pass runs through `torch.compile` (one graph per batch shape). At each
     epoch's end `on_epoch(model)` adds its metrics to ``state["history"]`` with the epoch's mean loss; a checkpoint
     (with `averaged`) is written every ``recipe.ckpt_every`` steps, at each epoch's end and at `stop_after` (then the
     loop stops, as if interrupted). A non-finite loss stops with a `FloatingPointError`.
@@ -296,6 +298,7 @@ def fit(
     bar = tqdm(total=total, initial=state["step"], disable=not progress, desc=desc, unit="step")
     t0 = time.perf_counter() - state["elapsed"]
     losses: list[float] = []
+    forward = torch.compile(model, dynamic=False) if compile_model else model
     while state["step"] < total:
         epoch, i = divmod(state["step"], steps_per_epoch)
         xb, yb = batch(epoch, i)
@@ -304,7 +307,7 @@ def fit(
             g["lr"] = learning_rate(recipe, state["step"], steps_per_epoch)
         model.train()
         with _autocast(device, bf16):
-            out = model(xb)
+            out = forward(xb)
         loss = loss_fn(out.float(), yb)
         if not torch.isfinite(loss):
             raise FloatingPointError(
@@ -354,11 +357,13 @@ def train(
     stop_after: int | None = None,
     run_dir: Path | None = None,
     progress: bool = True,
+    compile_model: bool = False,
 ) -> tuple[nn.Module, dict]:
     """Train `arch` on `dataset`; return the model and a summary (accuracy, epochs, wall time, history).
 
     `subset` trains on the first n images (smoke tests); `stop_after` stops after that many global steps, as if
-    interrupted; `resume` continues from the run's checkpoint in `run_dir` (default: checkpoint_dir()/dataset-arch).
+    interrupted; `resume` continues from the run's checkpoint in `run_dir` (default: checkpoint_dir()/dataset-arch);
+    `compile_model` compiles the training forward pass (`torch.compile`; `make bench-train` measures the gain).
     `warm_start` (when no checkpoint is resumed) starts the recipe's restart (or SWA phase) from the shipped model
     that ends where it begins (`models.load`), taking over that model card's history and wall time.
     With an SWA phase the model returned is the average of its snapshots, its BatchNorm statistics recomputed over
@@ -390,8 +395,9 @@ def train(
             "test_accuracy": evaluate(m, dataset, dev, bf16=native_bf16(dev), n=None if subset is None else 200)
         },
         run_dir=run_dir, device=dev, stop_after=stop_after, desc=f"{dataset}/{arch}", progress=progress,
-        averaged=averaged,
+        averaged=averaged, compile_model=compile_model,
     )  # fmt: skip
+    state["torch_compile"] = compile_model
     if averaged is None or state["step"] < recipe.total_epochs * steps_per_epoch:
         return model.eval(), state
     batches = (x[i : i + 500].contiguous(memory_format=torch.channels_last) for i in range(0, len(x), 500))
@@ -463,6 +469,7 @@ def run_record(state: dict, device: torch.device, command: str) -> dict:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
         "precision": "bf16 autocast" if native_bf16(device) else "float32",
         "torch_version": torch.__version__,
+        "torch_compile": state.get("torch_compile", False),
         "command": command,
     }
 
@@ -513,13 +520,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--warm-start", action="store_true", help="start the restart (or SWA phase) from the shipped model it follows"
     )
+    p.add_argument("--compile", action="store_true", help="torch.compile the training forward pass (faster on CPU)")
     a = p.parse_args(argv)
     recipe = recipe_for(
         a.dataset, a.arch, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed,
         restart_epochs=a.restart_epochs, restart_lr=a.restart_lr, swa_epochs=a.swa_epochs, swa_lr=a.swa_lr,
     )  # fmt: skip
     try:
-        model, state = train(a.dataset, a.arch, recipe, device=a.device, resume=a.resume, warm_start=a.warm_start)
+        model, state = train(
+            a.dataset, a.arch, recipe,
+            device=a.device, resume=a.resume, warm_start=a.warm_start, compile_model=a.compile,
+        )  # fmt: skip
     except (ValueError, models.ModelError) as e:
         raise SystemExit(f"error: {e}") from None
     command = "approxifer train " + shlex.join(argv if argv is not None else sys.argv[1:])
