@@ -133,6 +133,13 @@ def test_a_stale_parity_model_warm_starts_for_the_new_base(env):
     chain = bl.finish_parity(model, "mnist", "mlp", 2, state, "cpu", "third")["warm_start"]
     assert (chain["command"], chain["warm_start"]["command"]) == ("again", "first")
     assert chain["warm_start"]["base_sha256"] == old_card["base_sha256"]
+    third = bl.load_parity_card("mnist", "mlp", 2)
+    totals = bl.parity_training(third)  # three runs of TINY's epochs, retargeted in the last
+    assert (totals["epochs"], totals["retargeted"]) == (3 * TINY.epochs, TINY.epochs)
+    runs = (third, chain, chain["warm_start"])
+    assert totals["train_min"] == pytest.approx(sum(c["wall_time_s"] for c in runs) / 60)
+    first = {"epochs": TINY.epochs, "train_min": old_card["wall_time_s"] / 60, "retargeted": 0}
+    assert bl.parity_training(old_card) == first
 
 
 def test_warm_start_without_a_shipped_parity_model_names_the_command(env):

@@ -71,6 +71,7 @@ __all__ = [
     "parity_name",
     "parity_outputs",
     "parity_recipe_for",
+    "parity_training",
     "parm_round",
     "parm_table",
     "reconstruct",
@@ -315,6 +316,16 @@ def load_parity_card(dataset: str, arch: str, K: int) -> dict:
     """The parity model's card; `ModelError` naming the command that trains it when it is missing."""
     K = _check(dataset, arch, K)
     return models.load_card(dataset, arch, variant=parity_variant(K), command=_train_command(dataset, arch, K))
+
+
+def parity_training(card: dict) -> dict:
+    """How long a parity model trained, over its whole chain of warm starts: `epochs` and `train_min` (wall time in
+    minutes), summed over the runs of the chain; `retargeted`, the epochs since its base model last changed (0 for a
+    model trained from scratch for its base)."""
+    epochs, seconds, run = 0, 0.0, card
+    while run:
+        epochs, seconds, run = epochs + run["epochs"], seconds + run["wall_time_s"], run.get("warm_start")
+    return {"epochs": epochs, "train_min": seconds / 60, "retargeted": card["epochs"] if "warm_start" in card else 0}
 
 
 def load_parity(dataset: str, arch: str, K: int, device: str | torch.device = "cpu") -> nn.Module:

@@ -107,10 +107,10 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     ("fashion-mnist", "resnet18"): Recipe(epochs=8, crop_pad=2),
     ("fashion-mnist", "lenet5"): Recipe(epochs=12, batch_size=128, lr=0.05, crop_pad=2, label_smoothing=0.0),
     ("fashion-mnist", "mlp"): Recipe(epochs=20, batch_size=128, lr=0.05, crop_pad=0, label_smoothing=0.0),
-    # 18 epochs gave 0.923 (shipped); a 12-epoch restart from it at half the peak (MobileNetV2's) 0.933, staged in
-    # models/staged until its parity models are retargeted (fp32 here: 8-10 s a step, 7.6 h). Earlier restarts fell
-    # short: 8 epochs at 0.03, 0.9285 (weights lost); 3 at 0.02, 0.9257; 4 more at 0.02 from that, 0.9237; an SWA phase
-    # from it (--swa-epochs 4 --swa-lr 0.02, 16 snapshots averaged), 0.9261
+    # 18 epochs gave 0.923; a 12-epoch restart from it at half the peak (MobileNetV2's) 0.933 (fp32 here: 8-10 s a
+    # step, 7.6 h for both cycles). Earlier restarts fell short: 8 epochs at 0.03, 0.9285 (weights lost); 3 at 0.02,
+    # 0.9257; 4 more at 0.02 from that, 0.9237; an SWA phase from it (--swa-epochs 4 --swa-lr 0.02, 16 snapshots
+    # averaged), 0.9261
     ("cifar10", "resnet18"): Recipe(epochs=18, restart_epochs=12, restart_lr=0.05),
     ("cifar10", "resnet34"): Recipe(epochs=24),  # 2.2x ResNet-18's cost per step: 4.8 s a step, 6.7 h (card)
     ("cifar10", "vgg16"): Recipe(epochs=30),  # half ResNet-18's cost per step: more epochs in the same time
