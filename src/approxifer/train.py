@@ -36,7 +36,9 @@ from tqdm import tqdm
 
 from approxifer import data, models
 
-__all__ = ["RECIPES", "Recipe", "evaluate", "fit", "native_bf16", "pick_device", "recipe_for", "train"]
+__all__ = [
+    "RECIPES", "Recipe", "evaluate", "fit", "native_bf16", "pick_device", "recipe_for", "seed_variant", "train",
+]  # fmt: skip
 
 
 # ---------------------------------------------------------------- setup
@@ -117,6 +119,16 @@ RECIPES: dict[tuple[str, str], Recipe] = {
     # depthwise convolutions are slow on CPU: 2.2 s a step (bf16); 22 epochs gave 0.913, a 12-epoch warm restart 0.922
     ("cifar10", "mobilenetv2"): Recipe(epochs=22, restart_epochs=12, restart_lr=0.05),
 }
+
+
+def seed_variant(seed: int) -> str:
+    """The file suffix of a model trained with another seed than the recipe's default 0: ``-seed<k>``.
+
+    Seed 0 is the shipped model (``models/<dataset>-<arch>.*``); seed k is ``models/<dataset>-<arch>-seed<k>.*``,
+    trained with the same recipe, to measure how much a result depends on which trained model was drawn."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return f"-seed{seed}" if seed else ""
 
 
 def recipe_for(dataset: str, arch: str, **overrides) -> Recipe:
@@ -371,7 +383,7 @@ def train(
     """
     recipe = recipe or recipe_for(dataset, arch)
     dev = pick_device(device)
-    run_dir = Path(run_dir or checkpoint_dir() / f"{dataset}-{arch}")
+    run_dir = Path(run_dir or checkpoint_dir() / f"{dataset}-{arch}{seed_variant(recipe.seed)}")
     torch.manual_seed(recipe.seed)
 
     x, y = data.load(dataset, "train")
@@ -381,6 +393,8 @@ def train(
     averaged = AveragedModel(model) if recipe.swa_epochs else None
     opt, state = start(model, recipe, run_dir, resume, averaged=averaged)
     if warm_start and state["step"] == 0:
+        if recipe.seed:
+            raise ValueError(f"--warm-start continues the shipped seed-0 model; it cannot start seed {recipe.seed}")
         state = _warm_state(model, dataset, arch, recipe, steps_per_epoch)
 
     def batch(epoch: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -496,7 +510,7 @@ def finish(model: nn.Module, dataset: str, arch: str, state: dict, device: str, 
         **run_record(state, dev, command),
         **{k: state[k] for k in ("swa", "warm_start") if k in state},
     }
-    return models.save(model, dataset, arch, card, half=use_half)
+    return models.save(model, dataset, arch, card, half=use_half, variant=seed_variant(state["recipe"]["seed"]))
 
 
 def main(argv: list[str] | None = None) -> None:
