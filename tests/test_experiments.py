@@ -148,3 +148,45 @@ def test_fp32_is_the_model_itself_and_bf16_is_cached_apart(env):
     idx = np.arange(50)
     experiments.base_outputs(fp32, idx, progress=False), experiments.base_outputs(bf16, idx, progress=False)
     assert len(list((env / "cache" / "base").iterdir())) == 2
+
+
+def test_lost_mask_names_the_query_each_straggler_carries_most():
+    # a systematic code with one parity row: worker j carries query j, worker 3 a blend weighted on query 2
+    E = np.vstack([np.eye(3), [0.2, 0.3, 0.5]])
+    returned = np.array([[0, 2, 3], [0, 1, 2], [0, 1, 3]])  # stragglers: 1; 3; 2
+    assert experiments.stragglers_of(returned, 4).tolist() == [[1], [3], [2]]
+    mask = experiments.lost_mask(E, returned)
+    assert mask.tolist() == [[False, True, False], [False, False, True], [False, False, True]]
+    # the paper's Berrut code at N = K + 1: worker w >= 1 carries query w - 1 most (the "reveal" table)
+    K = 8
+    enc = codec.encoder_matrix(K, K + 1)
+    for w in range(1, K + 1):
+        ret = np.array([[i for i in range(K + 1) if i != w]])
+        assert np.flatnonzero(experiments.lost_mask(enc, ret)[0]).tolist() == [w - 1]
+
+
+def test_paired_ci_is_the_difference_of_means_and_clusters_widen_it():
+    rng = np.random.default_rng(0)
+    a = rng.random((400, 4)) < 0.8
+    b = rng.random((400, 4)) < 0.7
+    diff, lo, hi = experiments.paired_ci(a, b)
+    assert diff == pytest.approx(a.mean() - b.mean())
+    assert lo < diff < hi
+    # the same rows duplicated 4 times (draws = 4): resampling rows pretends 4x the data, clusters do not
+    a4, b4 = np.tile(a, (4, 1)), np.tile(b, (4, 1))
+    clusters = np.tile(np.arange(400), 4)
+    _, lo_rows, hi_rows = experiments.paired_ci(a4, b4)
+    _, lo_cl, hi_cl = experiments.paired_ci(a4, b4, clusters=clusters)
+    assert hi_cl - lo_cl > 1.5 * (hi_rows - lo_rows)
+    assert (hi_cl - lo_cl) == pytest.approx(hi - lo, rel=0.25)
+    with pytest.raises(ParameterError, match="same rounds"):
+        experiments.paired_ci(a, b[:10])
+    with pytest.raises(ParameterError, match="one id per row"):
+        experiments.accuracy_ci(a, clusters=np.arange(3))
+
+
+def test_bootstrap_ci_leaves_out_undefined_rows():
+    v = np.array([1.0, np.nan, 0.0, 1.0])
+    acc, lo, hi = experiments.bootstrap_ci(v)
+    assert acc == pytest.approx(2 / 3) and 0 <= lo <= acc <= hi <= 1
+    assert np.isnan(experiments.bootstrap_ci(np.array([np.nan]))[0])

@@ -33,16 +33,20 @@ __all__ = [
     "accuracy_ci",
     "any_subset",
     "base_outputs",
+    "bootstrap_ci",
     "cache_dir",
     "check_config",
     "check_params",
     "decode_groups",
     "draw_returned",
     "fmt_ci",
+    "lost_mask",
+    "paired_ci",
     "per_query_accuracy",
     "replication_correct",
     "stage_times",
     "straggler_table",
+    "stragglers_of",
     "test_groups",
     "transform",
     "uncoded_correct",
@@ -224,16 +228,100 @@ def decode_groups(
     return out
 
 
-def accuracy_ci(
-    correct: np.ndarray, *, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+def _cluster_means(values: np.ndarray, clusters: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per resampling unit: the sum of the row means and the number of rows (a cluster of rows, or each row)."""
+    if clusters is None:
+        return values, np.ones(len(values))
+    _, idx = np.unique(clusters, return_inverse=True)
+    return np.bincount(idx, weights=values), np.bincount(idx).astype(np.float64)
+
+
+def bootstrap_ci(
+    values: np.ndarray,
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    clusters: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
-    """Accuracy and a percentile bootstrap CI over rounds (rows of `correct`, shape (G, K)): rounds share a draw."""
-    correct = np.asarray(correct, dtype=np.float64).reshape(len(correct), -1)
-    per_round = correct.mean(axis=1)
-    boots = np.random.default_rng(seed).integers(0, len(per_round), (n_boot, len(per_round)))
-    means = per_round[boots].mean(axis=1)
+    r"""Mean of per-row `values` (rows of a (G, ...) array are averaged first) and a percentile bootstrap CI.
+
+    The resampling unit is a row (a round), or with `clusters` (one id per row) a cluster of rows: rounds that
+    reuse the same image group (``draws > 1``) are not independent, so they are resampled together, and each
+    bootstrap mean is $\sum_c s_c / \sum_c n_c$ over the drawn clusters (sums $s_c$ of the row means, counts $n_c$).
+    Rows whose value is NaN (a metric undefined in that round) are left out.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    v = v.reshape(len(v), -1).mean(axis=1) if v.ndim > 1 else v
+    if clusters is not None and np.shape(clusters) != (len(v),):
+        raise ParameterError(f"clusters must give one id per row ({len(v)}), got shape {np.shape(clusters)}")
+    keep = ~np.isnan(v)
+    if not keep.any():
+        return (np.nan, np.nan, np.nan)
+    sums, counts = _cluster_means(v[keep], None if clusters is None else np.asarray(clusters)[keep])
+    boots = np.random.default_rng(seed).integers(0, len(sums), (n_boot, len(sums)))
+    means = sums[boots].sum(axis=1) / counts[boots].sum(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(per_round.mean()), float(lo), float(hi)
+    return float(sums.sum() / counts.sum()), float(lo), float(hi)
+
+
+def accuracy_ci(
+    correct: np.ndarray,
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    clusters: np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    """Accuracy and a percentile bootstrap CI over rounds (rows of `correct`, shape (G, K)): rounds share a draw.
+
+    `clusters` (one id per round) resamples rounds of the same image group together (see `bootstrap_ci`)."""
+    correct = np.asarray(correct, dtype=np.float64).reshape(len(correct), -1)
+    return bootstrap_ci(correct, level=level, n_boot=n_boot, seed=seed, clusters=clusters)
+
+
+def paired_ci(
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+    clusters: np.ndarray | None = None,
+) -> tuple[float, float, float]:
+    """The paired difference mean(a) - mean(b) over the same rounds, with a bootstrap CI of the difference.
+
+    `a` and `b` hold per-round results (rows = the same rounds, e.g. two schemes' correct predictions); each row
+    is averaged, the row differences are resampled together (by cluster with `clusters`), so the CI accounts for
+    the two being measured on the same queries."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if len(a) != len(b):
+        raise ParameterError(f"paired results need the same rounds: {len(a)} rows against {len(b)}")
+    mean = lambda x: x.reshape(len(x), -1).mean(axis=1)  # noqa: E731
+    return bootstrap_ci(mean(a) - mean(b), level=level, n_boot=n_boot, seed=seed, clusters=clusters)
+
+
+def stragglers_of(returned: np.ndarray, N: int) -> np.ndarray:
+    """The workers that did not return, per round: (G, R) returned sets -> (G, N - R), sorted."""
+    back = np.zeros((len(returned), N), bool)
+    np.put_along_axis(back, np.asarray(returned), True, axis=1)
+    return np.nonzero(~back)[1].reshape(len(returned), N - returned.shape[1])
+
+
+def lost_mask(encoder: np.ndarray, returned: np.ndarray) -> np.ndarray:
+    r"""The queries each round loses to its stragglers: (N, K) encoder, (G, R) returned sets -> (G, K) boolean.
+
+    The *lost query* of a straggling worker $w$ is the query it carries most, $\arg\max_j |E_{wj}|$ (the largest
+    encoder weight in its row). For a systematic worker (a one-hot row) that is its own query, which no other
+    worker carries; at N = K + 1 the paper's Berrut points put most of each row's weight on one query, so the same
+    definition names the query whose decoded output has lost its nearest node. It is fixed by the code and the
+    straggler alone, before any output is looked at."""
+    encoder = np.asarray(encoder)
+    strag = stragglers_of(returned, encoder.shape[0])
+    mask = np.zeros((len(returned), encoder.shape[1]), bool)
+    np.put_along_axis(mask, np.abs(encoder).argmax(axis=1)[strag], True, axis=1)
+    return mask
 
 
 def uncoded_correct(wo: WorkerOutputs, S: int, rng: np.random.Generator) -> np.ndarray:
