@@ -35,6 +35,8 @@ def test_run_notebooks_records_the_run_and_published_runs_reads_it(tmp_path):
     executed = json.loads((out / "demo.ipynb").read_text())
     assert executed["metadata"]["approxifer"] == rp.execution_record({"precision": "auto"})
     assert executed["cells"][-1]["outputs"][0]["text"] == ["auto\n"]  # the published parameters were injected
+    injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    assert len(injected) == 1 and "hide-input" in injected[0]["metadata"]["tags"]  # behind a toggle in the book
 
     old = nbformat.v4.new_notebook()  # executed before the record existed
     old.metadata["papermill"] = {"end_time": "2026-12-01T09:35:00.1+00:00", "duration": 30.0}
@@ -47,3 +49,11 @@ def test_run_notebooks_records_the_run_and_published_runs_reads_it(tmp_path):
     assert table.loc["demo", "precision"] == rp.execution_record({"precision": "auto"})["precision"]
     assert table.loc["old", "precision"] == "not recorded" and table.loc["old", "minutes"] == 0.5
     assert table.loc["old", "executed (UTC)"] == "2026-12-01 09:35"
+
+
+def test_model_cards_table_is_compact_and_commands_are_whole():
+    cards, commands = rp.model_cards(), rp.model_commands()
+    assert list(cards.index) == list(commands.index) and len(cards) > 0
+    assert "command" not in cards.columns and set(cards.kind) <= {"base", "parity", "classical"}
+    card = json.loads((rp.models.models_dir() / "cifar10-resnet18.json").read_text())
+    assert commands.loc["cifar10-resnet18", "command"] == card["command"]  # not truncated

@@ -65,6 +65,9 @@ def run_notebooks(argv: list[str]) -> None:
         print(f"== {src} -> {out} with {params[name]}", flush=True)
         nb = papermill.execute_notebook(src, out, parameters=params[name] or {}, log_output=True, cwd=str(Path.cwd()))
         nb.metadata["approxifer"] = reproducibility.execution_record(params[name] or {})  # read by published_runs
+        for cell in nb.cells:  # the parameters papermill injected: behind a toggle, like the defaults they override
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell.metadata["tags"] = [*cell.metadata["tags"], "hide-input"]
         nbformat.write(nb, out)
 
 

@@ -29,6 +29,7 @@ from approxifer.serving import ServedModel
 
 __all__ = [
     "ParameterError",
+    "StragglerRounds",
     "WorkerOutputs",
     "accuracy_ci",
     "any_subset",
@@ -41,10 +42,12 @@ __all__ = [
     "draw_returned",
     "fmt_ci",
     "lost_mask",
+    "masked_mean",
     "paired_ci",
     "per_query_accuracy",
     "replication_correct",
     "stage_times",
+    "straggler_rounds",
     "straggler_table",
     "stragglers_of",
     "test_groups",
@@ -302,6 +305,13 @@ def paired_ci(
     return bootstrap_ci(mean(a) - mean(b), level=level, n_boot=n_boot, seed=seed, clusters=clusters)
 
 
+def masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the mean of `values` where `mask` holds: (G, K), (G, K) -> (G,), NaN for rows with none."""
+    n = mask.sum(axis=1)
+    total = np.where(mask, values, 0).sum(axis=1)
+    return np.divide(total, n, out=np.full(len(n), np.nan), where=n > 0)
+
+
 def stragglers_of(returned: np.ndarray, N: int) -> np.ndarray:
     """The workers that did not return, per round: (G, R) returned sets -> (G, N - R), sorted."""
     back = np.zeros((len(returned), N), bool)
@@ -342,6 +352,53 @@ def replication_correct(wo: WorkerOutputs, returned: np.ndarray) -> np.ndarray:
     return answered & (wo.base.argmax(-1) == wo.labels)
 
 
+@dataclass
+class StragglerRounds:
+    """Per-round results of one straggler configuration (rows: G · draws rounds, the first G the first draw).
+
+    `correct` maps a scheme (``approxifer``, ``replication``, ``uncoded``, ``base``) to its (rounds, K) boolean
+    correct predictions, all on the same image groups; `returned` is ApproxIFER's (and replication's) returned set
+    per round, `lost` the (rounds, K) mask of the queries ApproxIFER loses to its stragglers (`lost_mask`), and
+    `clusters` the image group of each round (the resampling unit when draws > 1)."""
+
+    K: int
+    N: int
+    S: int
+    returned: np.ndarray
+    correct: dict[str, np.ndarray]
+    lost: np.ndarray
+    clusters: np.ndarray
+
+
+def straggler_rounds(
+    wo: WorkerOutputs,
+    *,
+    draws: int = 1,
+    seed: int = 0,
+    kind: str = "logits",
+    baselines: bool = True,
+    signs: str = "position",
+) -> StragglerRounds:
+    """ApproxIFER's rounds with S = N - K random stragglers (and, with `baselines`, uncoded and replication on the
+    same image groups; replication on the same returned sets)."""
+    S = wo.N - wo.K
+    rng = np.random.default_rng([seed, wo.K, wo.N])
+    truth = np.tile(wo.labels, (draws, 1))
+    returned = draw_returned(wo.G * draws, wo.N, S, rng)
+    Y = np.tile(transform(wo.coded, kind), (draws, 1, 1))
+    decoded = decode_groups(Y, returned, wo.K, wo.N, signs=signs, points=wo.points)
+    correct = {"approxifer": decoded.argmax(-1) == truth, "base": np.tile(wo.base.argmax(-1) == wo.labels, (draws, 1))}
+    if baselines:
+        correct["replication"] = replication_correct(_tiled(wo, draws), returned)
+        correct["uncoded"] = uncoded_correct(_tiled(wo, draws), S, rng)
+    lost = lost_mask(codec.encoder_matrix(wo.K, wo.N, wo.points), returned)
+    return StragglerRounds(wo.K, wo.N, S, returned, correct, lost, np.tile(np.arange(wo.G), draws))
+
+
+def _ci_columns(name: str, values: tuple[float, float, float]) -> dict[str, float]:
+    return dict(zip((name, f"{name}_low", f"{name}_high"), values, strict=True))
+
+
 def straggler_table(
     outputs: Iterable[WorkerOutputs],
     *,
@@ -351,23 +408,26 @@ def straggler_table(
     baselines: bool = True,
     signs: str = "position",
 ) -> pd.DataFrame:
-    """ApproxIFER (and uncoded / replication) accuracy with CIs, one row per WorkerOutputs with S = N - K."""
+    """ApproxIFER (and uncoded / replication) accuracy with CIs, one row per WorkerOutputs with S = N - K.
+
+    Besides each scheme's accuracy: ApproxIFER's accuracy on the queries it loses to its stragglers (``lost``) and
+    on the others (``kept``), and the paired differences of the baselines from ApproxIFER over the same rounds
+    (``replication_diff``, ``uncoded_diff``); every CI resamples image groups (`bootstrap_ci`)."""
     rows = []
     for wo in outputs:
-        S = wo.N - wo.K
-        rng = np.random.default_rng([seed, wo.K, wo.N])
-        truth = np.tile(wo.labels, (draws, 1))
-        returned = draw_returned(wo.G * draws, wo.N, S, rng)
-        Y = np.tile(transform(wo.coded, kind), (draws, 1, 1))
-        decoded = decode_groups(Y, returned, wo.K, wo.N, signs=signs, points=wo.points)
-        row = {"K": wo.K, "S": S, "N": wo.N, "rounds": wo.G * draws, "queries": truth.size}
-        row |= dict(zip(("accuracy", "ci_low", "ci_high"), accuracy_ci(decoded.argmax(-1) == truth), strict=True))
-        row |= dict(zip(("base", "base_low", "base_high"), accuracy_ci(wo.base.argmax(-1) == wo.labels), strict=True))
+        r = straggler_rounds(wo, draws=draws, seed=seed, kind=kind, baselines=baselines, signs=signs)
+        c, cl = r.correct, r.clusters
+        row = {"K": wo.K, "S": r.S, "N": wo.N, "rounds": len(cl), "queries": c["approxifer"].size}
+        row |= _ci_columns("accuracy", accuracy_ci(c["approxifer"], clusters=cl))
+        row |= dict(zip(("ci_low", "ci_high"), (row.pop("accuracy_low"), row.pop("accuracy_high")), strict=True))
+        row |= _ci_columns("base", accuracy_ci(c["base"][: wo.G]))
+        row |= _ci_columns("lost", bootstrap_ci(masked_mean(c["approxifer"], r.lost), clusters=cl))
+        row |= _ci_columns("kept", bootstrap_ci(masked_mean(c["approxifer"], ~r.lost), clusters=cl))
+        row["lost_per_round"] = float(r.lost.sum(axis=1).mean())
         if baselines:
-            rep = replication_correct(_tiled(wo, draws), returned)
-            unc = uncoded_correct(_tiled(wo, draws), S, rng)
-            row |= dict(zip(("replication", "replication_low", "replication_high"), accuracy_ci(rep), strict=True))
-            row |= dict(zip(("uncoded", "uncoded_low", "uncoded_high"), accuracy_ci(unc), strict=True))
+            for name in ("replication", "uncoded"):
+                row |= _ci_columns(name, accuracy_ci(c[name], clusters=cl))
+                row |= _ci_columns(f"{name}_diff", paired_ci(c[name], c["approxifer"], clusters=cl))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -14,7 +14,9 @@ import torch
 
 from approxifer import data, models, serving, train
 
-__all__ = ["datasets", "execution_record", "hardware", "model_cards", "published_runs", "software_versions"]
+__all__ = [
+    "datasets", "execution_record", "hardware", "model_cards", "model_commands", "published_runs", "software_versions",
+]  # fmt: skip
 
 PACKAGES = ("approxifer", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "safetensors",
             "papermill", "nbval", "jupyter-book", "myst-nb", "sphinx-proof")  # fmt: skip
@@ -82,17 +84,27 @@ def published_runs(book: Path | None = None) -> pd.DataFrame:
 
 
 def model_cards() -> pd.DataFrame:
+    """One row per model card in `models/`: kind, test accuracy (degraded-mode for parity models), epochs, seed, wall
+    time, and the start of its weights' sha256 (`model_commands` gives the commands that made them)."""
     rows = []
     for path in sorted(models.models_dir().glob("*.json")):
         card = json.loads(path.read_text())
-        accuracy = card.get("test_accuracy", card.get("degraded_accuracy"))
+        kind = "parity" if "parity" in card.get("kind", "") else "classical" if "library" in card else "base"
         rows.append({
-            "model": path.stem, "kind": card.get("kind", "classical" if "library" in card else "base"),
-            "test accuracy": accuracy, "epochs": card.get("epochs"), "seed": card.get("seed"),
-            "wall time (min)": round(card["wall_time_s"] / 60, 1),
-            "made with": card.get("torch_version", card.get("library")), "command": card["command"],
-            "sha256": card["weights_sha256"][:16] + "…",
+            "model": path.stem, "kind": kind, "accuracy": card.get("test_accuracy", card.get("degraded_accuracy")),
+            "epochs": card.get("epochs", "–"), "seed": card.get("seed", "–"),
+            "minutes": round(card["wall_time_s"] / 60, 1), "sha256": card["weights_sha256"][:12] + "…",
         })  # fmt: skip
+    return pd.DataFrame(rows).set_index("model")
+
+
+def model_commands() -> pd.DataFrame:
+    """The exact command each model card records, and what made the weights (torch or the fitting library)."""
+    rows = []
+    for path in sorted(models.models_dir().glob("*.json")):
+        card = json.loads(path.read_text())
+        rows.append({"model": path.stem, "command": card["command"],
+                     "made with": card.get("torch_version", card.get("library", "–"))})  # fmt: skip
     return pd.DataFrame(rows).set_index("model")
 
 

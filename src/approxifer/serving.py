@@ -69,10 +69,14 @@ def torch_predictor(
     return predict
 
 
-def served(dataset: str, arch: str, device: str = "auto", precision: str = "fp32") -> ServedModel:
-    """A trained model from `models/` (sha256-verified) as a black box."""
+def served(dataset: str, arch: str, device: str = "auto", precision: str = "fp32", *, seed: int = 0) -> ServedModel:
+    """A trained model from `models/` (sha256-verified) as a black box; `seed` k > 0 picks the same recipe trained
+    with seed k (``models/<dataset>-<arch>-seed<k>.*``, `train.seed_variant`)."""
     dev = train.pick_device(device)
     precision = resolve_precision(precision, dev)
-    predict = torch_predictor(models.load(dataset, arch, device=dev), dev, precision=precision)
-    card = models.load_card(dataset, arch)
-    return ServedModel(f"{dataset}-{arch}", dataset, card["weights_sha256"], predict, str(dev), precision)
+    variant = train.seed_variant(seed)
+    command = f"approxifer train {dataset} {arch} --seed {seed}" if seed else None
+    predict = torch_predictor(models.load(dataset, arch, device=dev, variant=variant, command=command), dev,
+                              precision=precision)  # fmt: skip
+    card = models.load_card(dataset, arch, variant=variant, command=command)
+    return ServedModel(f"{dataset}-{arch}{variant}", dataset, card["weights_sha256"], predict, str(dev), precision)
