@@ -26,7 +26,11 @@ def test_run_notebooks_records_the_run_and_published_runs_reads_it(tmp_path):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('precision = "fp32"\ndevice = "cpu"')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("print(precision)")]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# A chapter\n\ntext"),
+        params,
+        nbformat.v4.new_code_cell("print(precision)"),
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, src / "demo.ipynb")
     (tmp_path / "params.yml").write_text("demo:\n  precision: auto\n")
@@ -45,8 +49,8 @@ def test_run_notebooks_records_the_run_and_published_runs_reads_it(tmp_path):
     running.metadata["papermill"] = {"end_time": None, "duration": None}
     nbformat.write(running, out / "running.ipynb")
     table = rp.published_runs(out)
-    assert list(table.index) == ["demo", "old"]
-    assert table.loc["demo", "precision"] == rp.execution_record({"precision": "auto"})["precision"]
+    assert list(table.index) == ["A chapter", "old"]  # by title; notebooks without one by their file name
+    assert table.loc["A chapter", "precision"] == rp.execution_record({"precision": "auto"})["precision"]
     assert table.loc["old", "precision"] == "not recorded" and table.loc["old", "minutes"] == 0.5
     assert table.loc["old", "executed (UTC)"] == "2026-12-01 09:35"
 

@@ -488,6 +488,8 @@ def by_straggler(rounds: list[ParmRounds]) -> pd.DataFrame:
         parm, apx = (r.correct(s)["all"] for s in ("parm", "approxifer"))
         for w in range(r.K + 1):
             m = r.straggler == w
+            if not m.any():  # a worker that never straggled in these rounds (few rounds)
+                continue
             lost = int(np.bincount(r.lost[m]).argmax())
             rows.append({
                 "K": r.K, "straggler": w, "rounds": int(m.sum()),
@@ -506,22 +508,23 @@ def _fmt(r, name: str, signed: bool = False) -> str:
     return ci_text(getattr(r, name), getattr(r, f"{name}_low"), getattr(r, f"{name}_high"), signed=signed)
 
 
-def comparison(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (dataset, K): both schemes on the lost query and over all queries (95 % CIs), and [P]'s values."""
+def comparison(results: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Two tables, one row per (dataset, K), 95 % CIs beside [P]'s values: ``lost``, the query each round lost
+    (ParM's reconstruction, ApproxIFER's decoded guess), and ``all``, all queries of every round."""
     from approxifer import anchors
     from approxifer.report import NAMES
 
-    rows = []
+    lost, every = [], []
     for dataset, df in results.items():
         for r in df.itertuples():
             P = anchors.PARM.get(r.K, {}).get(dataset)
-            rows.append({
-                "dataset": NAMES[dataset], "K": r.K,
-                "ParM, reconstructed": _fmt(r, "parm_lost"), "ApproxIFER, lost": _fmt(r, "approxifer_lost"),
-                "ParM, all": _fmt(r, "parm_all"), "ApproxIFER, all": _fmt(r, "approxifer_all"),
-                "[P] ParM": "–" if P is None else f"{P[1]:.3f}", "[P] ApproxIFER": "–" if P is None else f"{P[0]:.3f}",
-            })  # fmt: skip
-    return pd.DataFrame(rows).set_index(["dataset", "K"])
+            index = {"dataset": NAMES[dataset], "K": r.K}
+            lost.append(index | {"ParM, reconstructed": _fmt(r, "parm_lost"), "ApproxIFER, lost": _fmt(
+                r, "approxifer_lost"), "[P] ParM": "–" if P is None else f"{P[1]:.3f}"})  # fmt: skip
+            every.append(index | {"ParM": _fmt(r, "parm_all"), "ApproxIFER": _fmt(r, "approxifer_all"),
+                                  "[P] ApproxIFER": "–" if P is None else f"{P[0]:.3f}"})  # fmt: skip
+    return {"lost": pd.DataFrame(lost).set_index(["dataset", "K"]),
+            "all": pd.DataFrame(every).set_index(["dataset", "K"])}  # fmt: skip
 
 
 def gaps(results: dict[str, pd.DataFrame]) -> pd.DataFrame:

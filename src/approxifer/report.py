@@ -30,6 +30,8 @@ MODEL_NAMES = {
     "mobilenetv2": "MobileNetV2", "logreg": "logistic regression", "gbdt": "boosted trees",
     "random_forest": "random forest", "knn": "kNN",
 }  # fmt: skip
+#: the same, short enough for a figure's axis
+SHORT_MODEL_NAMES = MODEL_NAMES | {"logreg": "log. regr.", "gbdt": "GB trees", "random_forest": "rand. forest"}
 
 #: The column of the book's pages is about 7 inches wide; figures are drawn at that size (110 dpi: ~770 px).
 COLUMN_IN = 7.0
@@ -39,6 +41,9 @@ STYLE = {
     "axes.spines.top": False, "axes.spines.right": False,
 }  # fmt: skip
 mpl.rcParams.update(STYLE)
+# DataFrames also carry a LaTeX rendering (escaped), which the PDF edition uses instead of their HTML
+pd.set_option("styler.render.repr", "latex")
+pd.set_option("styler.format.escape", "latex")
 
 
 def figure(rows: int = 1, cols: int = 1, *, height: float = 2.8, width: float = COLUMN_IN, **kw):
@@ -74,11 +79,11 @@ def readable(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return df.map(lambda v: fmt_cell(v, digits))
 
 
-def ci_text(acc: float, lo: float, hi: float, *, signed: bool = False) -> str:
+def ci_text(acc: float, lo: float, hi: float, *, signed: bool = False, digits: int = 3) -> str:
     """'0.872 [0.860, 0.884]' (or with signs, for differences); '–' when undefined."""
     if acc is None or np.isnan(acc):
         return "–"
-    f = "{:+.3f}" if signed else "{:.3f}"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
     return f"{f.format(acc)} [{f.format(lo)}, {f.format(hi)}]"
 
 

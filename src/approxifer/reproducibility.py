@@ -70,17 +70,28 @@ def published_runs(book: Path | None = None) -> pd.DataFrame:
     in progress (this appendix, while it executes) has no end time yet and is left out."""
     rows = []
     for path in sorted((book or data.REPO_ROOT / "book").glob("*.ipynb")):
-        meta = json.loads(path.read_text())["metadata"]
+        nb = json.loads(path.read_text())
+        meta = nb["metadata"]
         pm, rec = meta.get("papermill", {}), meta.get("approxifer")
         if not pm.get("end_time"):
             continue
         rows.append({
-            "notebook": path.stem, "executed (UTC)": pm["end_time"][:16].replace("T", " "),
+            "chapter": _title(nb) or path.stem, "executed (UTC)": pm["end_time"][:16].replace("T", " "),
             "minutes": round(pm["duration"] / 60, 1),
             "precision": (rec["precision"] or "–") if rec else "not recorded",
             "machine": _machine(rec) if rec else "not recorded",
         })  # fmt: skip
-    return pd.DataFrame(rows).set_index("notebook")
+    return pd.DataFrame(rows).set_index("chapter")
+
+
+def _title(nb: dict) -> str | None:
+    """The notebook's title: the first level-1 heading of its markdown cells."""
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return None
 
 
 def model_cards() -> pd.DataFrame:

@@ -110,7 +110,8 @@ def _grid(ch: Chapter, wo, datasets, K, Es, sigmas, methods, common) -> None:
                     P = anchors.BYZANTINE.get(E, {}).get(("P", d)) if s == 1 else None
                     key = f"byz_{_key(d)}_E{E}_s{s:g}_{m}"
                     ch.glue |= {f"{key}_acc": acc[0], f"{key}_lo": acc[1], f"{key}_hi": acc[2],
-                                f"{key}_verdict": report.verdict(*acc, P)}  # fmt: skip
+                                f"{key}_verdict": report.verdict(*acc, P), f"{key}_short": report.short_verdict(
+                                    *acc, P)}  # fmt: skip
                     if m == "paper":
                         row["paper's [95 % CI]"] = ci_text(*acc)
                         row["[P]"], row["[R]"] = P, anchors.BYZANTINE.get(E, {}).get(("R", d)) if s == 1 else None
@@ -119,7 +120,7 @@ def _grid(ch: Chapter, wo, datasets, K, Es, sigmas, methods, common) -> None:
                     ch.glue |= {f"byz_{_key(d)}_E{E}_s{s:g}_{m}_found{k}": v
                                 for k, v in zip(("", "_lo", "_hi"), rec, strict=True)}  # fmt: skip
                     detect.append({"dataset": NAMES[d], "E": E, "σ": f"{s:g}", "method": METHOD_NAMES[m],
-                                   "found": ci_text(*rec)})  # fmt: skip
+                                   "found": ci_text(*rec, digits=2)})  # fmt: skip
                 rows.append(row)
         ch.glue[f"byz_{_key(d)}_cheb_agree_min"] = min(v for (dd, *_), v in agree.items() if dd == d)
     order = ["paper's [95 % CI]", "[P]", "[R]", *(METHOD_NAMES[m] for m in methods if m != "paper"),

@@ -18,7 +18,7 @@ from scipy import stats
 from approxifer import agnostic, anchors, classical, locator, report, zoo
 from approxifer import byzantine as bz
 from approxifer import experiments as ex
-from approxifer.report import MODEL_NAMES, NAMES, Chapter, ci_text
+from approxifer.report import MODEL_NAMES, NAMES, SHORT_MODEL_NAMES, Chapter, ci_text
 
 __all__ = ["run", "spearman_ci"]
 
@@ -124,7 +124,8 @@ def _tables(ch, summary, smooth, pairs, grid, byz_E, methods, info) -> None:
     sm = smooth.reset_index()
     sm["dataset"], sm["model"] = sm.dataset.map(NAMES), sm.model.map(MODEL_NAMES)
     sm = sm.set_index(["dataset", "model", "K"])
-    ch.tables["smooth"] = report.readable(sm[list(names)].rename(columns=names))
+    ch.tables["smooth_all"] = report.readable(sm[list(names)].rename(columns=names))
+    ch.tables["smooth"] = ch.tables["smooth_all"].xs(grid[0][0], level="K")
     rho = {"median rho": "median ρ", "rho < 1": "share ρ < 1", "agree": "agrees with model",
            "decoded acc / base": "accuracy / base", "nonlinearity (probs)": "non-linearity (probabilities)",
            "agree (probs)": "agrees (probabilities)"}  # fmt: skip
@@ -223,7 +224,7 @@ def _ratio_figure(summary, pairs, datasets, grid, byz_E, methods):
         for i, c in enumerate(cols):
             ax.bar(x + (i - (len(cols) - 1) / 2) * 0.8 / len(cols), [summary.loc[(d, m), f"{c} / base"]
                    for m in names], 0.8 / len(cols), label=labels[i], color=f"C{i}")  # fmt: skip
-        ax.set_xticks(x, [MODEL_NAMES[m] for m in names], rotation=30, ha="right")
+        ax.set_xticks(x, [SHORT_MODEL_NAMES[m] for m in names], rotation=35, ha="right")
         ax.set(ylim=(0, 1.05), ylabel="ApproxIFER / base", title=f"{NAMES[d]} (ours)")
     ax = axes[len(datasets)]
     p = pd.DataFrame(anchors.MODELS).T
@@ -252,7 +253,7 @@ def _scatter_figure(ch, datasets, pairs, grid):
             ax.scatter(sel["model part"], sel["ratio"], marker=marker, label=f"K = {K}, S = {S}")
         top = s[s.K == grid[0][0]]
         for m, x, y in zip(top.model, top["model part"], top.ratio, strict=True):
-            ax.annotate(MODEL_NAMES[m], (x, y), fontsize=8, xytext=(3, 2), textcoords="offset points")
+            ax.annotate(SHORT_MODEL_NAMES[m], (x, y), fontsize=8, xytext=(3, 2), textcoords="offset points")
         ax.set(xlabel="model's part of the error (median)", ylabel="ApproxIFER / base", title=NAMES[d])
     for a in axes[n:]:
         a.set_axis_off()

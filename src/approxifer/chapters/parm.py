@@ -58,7 +58,8 @@ def run(
         rounds[d, K] = bl.parm_round(wo, parity, draws=draws, seed=seed)
     results = {d: bl.parm_table([rounds[d, K] for K in ks]) for d, ks in Ks_of.items()}
     ch.data |= {"rounds": rounds, "results": results}
-    ch.tables["comparison"] = bl.comparison(results)
+    compared = bl.comparison(results)
+    ch.tables["lost"], ch.tables["all"] = compared["lost"], compared["all"]
     ch.tables["gaps"] = bl.gaps(results)
     ch.tables["by_straggler"] = report.readable(
         pd.concat({NAMES[d]: bl.by_straggler([rounds[d, K] for K in ks]) for d, ks in Ks_of.items()})
