@@ -47,3 +47,10 @@ def test_figures_fit_the_column_and_are_not_pyplot_figures():
 def test_published_model_table_has_every_column():
     assert {"VGG16", "ResNet34"} <= set(anchors.MODELS)
     assert all(set(row) == {"base", "stragglers", "Byzantine E=2"} for row in anchors.MODELS.values())
+
+
+def test_latex_tables_escape_and_never_start_a_line_with_a_bracket():
+    df = pd.DataFrame({"95 % CI": ["0.5 [0.4, 0.6]"]}, index=pd.Index(["[0, 1)"], name="[P] runs"))
+    tex = report.latex_table(df)
+    assert "95 \\% CI" in tex and "{}[0, 1)" in tex and "{}[P] runs" in tex
+    assert not any(line.startswith("[") for line in tex.splitlines())

@@ -9,6 +9,7 @@ asks for it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import matplotlib as mpl
@@ -41,9 +42,27 @@ STYLE = {
     "axes.spines.top": False, "axes.spines.right": False,
 }  # fmt: skip
 mpl.rcParams.update(STYLE)
-# DataFrames also carry a LaTeX rendering (escaped), which the PDF edition uses instead of their HTML
-pd.set_option("styler.render.repr", "latex")
-pd.set_option("styler.format.escape", "latex")
+
+
+def latex_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a LaTeX tabular (special characters escaped), for the PDF edition of the book. A line may not
+    begin with '[': LaTeX would read it as the optional argument of the line break or rule before it."""
+    with pd.option_context("styler.format.escape", "latex"):
+        return re.sub(r"(?m)^\[", "{}[", df.to_latex())
+
+
+def _register_latex() -> None:
+    """In IPython, let every displayed DataFrame carry its LaTeX rendering too (HTML still comes first on the web)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/latex"].for_type(pd.DataFrame, latex_table)
+
+
+_register_latex()
 
 
 def figure(rows: int = 1, cols: int = 1, *, height: float = 2.8, width: float = COLUMN_IN, **kw):

@@ -35,7 +35,7 @@ LAYOUT = """(scale) => {
   const article = document.querySelector('article.bd-article') || document.querySelector('main');
   const style = getComputedStyle(article);
   const column = article.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  const shown = e => e.getClientRects().length > 0;
+  const shown = e => (e.checkVisibility ? e.checkVisibility() : true) && e.getClientRects().length > 0;
   const out = {column: column, code: 0, tables: [], equations: [], figures: [], cells: [], verdict: 'missing'};
   out.code = [...article.querySelectorAll('.cell_input')].filter(shown).length;
   for (const t of article.querySelectorAll('table')) {
@@ -59,8 +59,8 @@ LAYOUT = """(scale) => {
                                           + '.bibtex, .citation, a.reference.external'))
     e.remove();
   out.text = clone.innerText;
-  out.prose = [...clone.querySelectorAll('p, li, h1, h2, h3, th, caption, dt, .admonition-title')]
-    .map(e => e.innerText).join('\n');
+  out.prose = [...clone.querySelectorAll('p, li, h1, h2, h3, thead th, caption, dt, .admonition-title')]
+    .map(e => e.innerText).join(' ');
   const verdict = article.querySelector('.admonition.verdict');
   const heading = article.querySelector('section section > h2, section > h2');
   if (verdict) out.verdict = (!heading || (verdict.compareDocumentPosition(heading) & Node.DOCUMENT_POSITION_FOLLOWING))

@@ -76,10 +76,11 @@ def run(
     _correlations(ch, smooth_wo, pairs, grid, draws, seed, n_boot)
     ch.figures["ratios"] = _ratio_figure(summary, pairs, datasets, grid, byz_E, methods)
     ch.figures["scatter"] = _scatter_figure(ch, datasets, pairs, grid)
-    ch.tables["rho_bins"] = pd.concat({
-        NAMES[d]: agnostic.rho_bins({k: v for k, v in smooth_wo.items() if k[0] == d}) for d in datasets
-    }).rename(columns=MODEL_NAMES)  # fmt: skip
-    ch.tables["rho_bins"] = report.readable(ch.tables["rho_bins"])
+    bins = {NAMES[d]: agnostic.rho_bins({k: v for k, v in smooth_wo.items() if k[0] == d}) for d in datasets}
+    ch.tables["rho_bins"] = report.readable(pd.concat({d: b["all models"] for d, b in bins.items()}))
+    ch.tables["rho_agree"] = report.readable(pd.concat(
+        {d: b["agree, per model"].T.rename(index=MODEL_NAMES) for d, b in bins.items()}
+    ).rename_axis(["dataset", "model"]).rename(columns=lambda c: f"ρ in {c}"))  # fmt: skip
     ch.tables["timing"] = report.readable(pd.DataFrame({
         f"K={K}, N={N}": {f"{NAMES[d]}, {MODEL_NAMES[m]}": 1e3 * wo[d, m, K, N].timings["inference"]
                           for d, m in pairs} for K, N in configs

@@ -266,16 +266,16 @@ def _per_query(ch: Chapter, wo: dict, ends: dict, datasets, grid, draws: int, se
 def _ablations(ch: Chapter, wo: dict, datasets, grid, table) -> None:
     acc = lambda d, **kw: table([wo[d, K, K + S] for K, S in grid], baselines=False, **kw).set_index(["K", "S"])  # noqa: E731
     kinds = {"logits": "logits", "probs": "probabilities", "logprobs": "log-probabilities"}
-    ch.tables["transform"] = report.readable(
-        pd.concat({(NAMES[d], name): acc(d, kind=k)["accuracy"] for d in datasets for k, name in kinds.items()}, axis=1)
-    )
-    signs = {(NAMES[d], s): acc(d, signs=s)["accuracy"] for d in datasets for s in ("position", "index")}
-    for d in datasets:
-        gap = (signs[NAMES[d], "position"] - signs[NAMES[d], "index"]).abs().max()
-        ch.glue[f"strag_{_key(d)}_signs_max_gap"] = gap
+    ch.tables["transform"] = report.readable(pd.concat(
+        {NAMES[d]: pd.DataFrame({name: acc(d, kind=k)["accuracy"] for k, name in kinds.items()}) for d in datasets}
+    ).rename_axis(["dataset", "K", "S"]))  # fmt: skip
+    signs = {d: pd.DataFrame({s: acc(d, signs=s)["accuracy"] for s in ("position", "index")}) for d in datasets}
+    for d, t in signs.items():
+        ch.glue[f"strag_{_key(d)}_signs_max_gap"] = (t.position - t["index"]).abs().max()
     ch.tables["signs"] = report.readable(
-        pd.concat(signs, axis=1).rename(columns={"position": "sorted position", "index": "global index"})
-    )
+        pd.concat({NAMES[d]: t for d, t in signs.items()}).rename_axis(["dataset", "K", "S"])
+        .rename(columns={"position": "sorted position", "index": "global index"})
+    )  # fmt: skip
 
 
 def _runtime(ch: Chapter, models: dict, datasets, seed: int, rounds: int) -> None:
