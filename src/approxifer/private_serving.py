@@ -3,13 +3,16 @@ r"""Private-ApproxIFER in the experiments: accuracy under output noise, an audit
 The mechanism and its accounting live in `privacy`; this module runs them on serving rounds.
 
 * `private_accuracy`: every worker releases its output vector — softmax probabilities ($\Delta_1 = 2$) or logits
-  clipped to $[-c, c]$ ($\Delta_1 = 2cC$) — plus i.i.d. $\mathrm{Lap}(\Delta_1/\varepsilon_{\text{worker}})$ noise
-  per entry; the decoder interpolates the noisy releases of a random set of $N - S$ workers. The base model with
-  the same mechanism releases its own output on each raw query once (per-query $\varepsilon$ = its
-  $\varepsilon$). The round's per-query privacy is $\varepsilon_{\text{total}} = N\varepsilon_{\text{worker}}$
-  (`privacy.round_privacy`): stragglers release too, only later. The noise for every $\varepsilon$ comes from
-  the same seed, so the noise of one $\varepsilon$ is that of another rescaled (common random numbers: the
-  curves are comparable point by point); each $\varepsilon$ on its own is exactly the Laplace mechanism.
+  clipped to $[-c, c]$ ($\Delta_1 = 2cC$) — through `privacy.laplace_mechanism` (Laplace noise of scale
+  $\Delta_1/\varepsilon_{\text{worker}}$, exact on a grid, so $\varepsilon_{\text{worker}}$-DP in floating point
+  too); the decoder interpolates the noisy releases of a random set of $N - S$ workers. The base model with the
+  same mechanism releases its own output on each raw query once (per-query $\varepsilon$ = its $\varepsilon$). The
+  round's per-query privacy is $\varepsilon_{\text{total}} = N\varepsilon_{\text{worker}}$
+  (`privacy.round_privacy`): stragglers release too, only later. Every $\varepsilon$ draws its noise from the same
+  seed, so a point does not depend on which other $\varepsilon$ are swept.
+* `noise_threshold`: the smallest $\varepsilon_{\text{worker}}$ of a grid from which on the accuracy stays within
+  `tol` of the noiseless one, with a bootstrap interval over rounds (image groups), and the paired drop at each
+  grid point with its CI.
 * `neighbouring_rounds`, `audit_release`: two rounds that differ in one query, the worker outputs on both, and
   `privacy.audit` of the released vectors (one worker's, or all N) projected to the Laplace log-likelihood ratio.
 * `coded_queries`, `reveal`, `reconstruct`: what one worker receives, how much of a query it shows in the clear,
@@ -135,10 +138,11 @@ def release_l2_sensitivity(release: str, num_classes: int, *, clip: float | None
 def noisy_release(
     scores: np.ndarray, epsilon: float, release: str, *, clip: float | None = None, rng: privacy.RngLike
 ) -> np.ndarray:
-    r"""`released(scores)` $+ \mathrm{Lap}(\Delta_1/\varepsilon)$ i.i.d. per entry (last axis: the C classes).
+    r"""`released(scores)` through `privacy.laplace_mechanism` at `epsilon` (last axis: the C classes).
 
-    Every vector along the last axis is one release, $\varepsilon$-DP on its own. `epsilon = math.inf` returns
-    the release without noise (and draws none).
+    Every vector along the last axis is one release, $\varepsilon$-DP on its own, in floating point too (noise
+    of scale $\Delta_1/\varepsilon$, exact on a grid). `epsilon = math.inf` returns the release without noise
+    (and draws none).
     """
     (epsilon,) = _epsilons([epsilon])
     values = released(scores, release, clip=clip)
@@ -147,7 +151,18 @@ def noisy_release(
     return privacy.laplace_mechanism(values, epsilon, release_sensitivity(release, values.shape[-1], clip=clip), rng)
 
 
-# ---------------------------------------------------------------- accuracy under noise
+def _noisy_correct(
+    wo: WorkerOutputs, epsilon: float, release: str, clip: float | None, S: int, seed: int, draws: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per round (G * draws rounds, the groups tiled `draws` times): which decoded and which base predictions are
+    right at `epsilon`. The returned sets and the noise seed depend on (seed, K, N, S) only."""
+    K, N = wo.K, wo.N
+    tile = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
+    truth = tile(wo.labels)
+    returned = draw_returned(len(truth), N, S, np.random.default_rng([seed, K, N]))
+    Y = noisy_release(tile(wo.coded), epsilon, release, clip=clip, rng=np.random.default_rng([seed, K, N, S, 1]))
+    B = noisy_release(tile(wo.base), epsilon, release, clip=clip, rng=np.random.default_rng([seed, K, N, S, 2]))
+    return decode_groups(Y, returned, K, N).argmax(-1) == truth, B.argmax(-1) == truth
 
 
 def private_accuracy(
@@ -166,25 +181,21 @@ def private_accuracy(
     uniformly random set of N − S of them (the same sets for every $\varepsilon$, and the same as
     `experiments.straggler_table` when S = N − K). Base: the same mechanism on the model's own output for each
     raw query. `epsilon_total` is the round's per-query $N\varepsilon_{\text{worker}}$; `epsilon_base` the base
-    model's per-query $\varepsilon$. `math.inf` in `epsilons` gives the noiseless reference row.
+    model's per-query $\varepsilon$; `laplace_scale` the implemented noise scale (`privacy.laplace_grid`).
+    `math.inf` in `epsilons` gives the noiseless reference row. CIs resample image groups (`draws` > 1 reuses
+    each group).
     """
     epsilons = _epsilons(epsilons)
     release, clip = _release(release, clip)
     K, N, S, _ = check_config(wo.K, wo.N, S)
     draws = _posint("draws", draws)
     seed = _posint("seed", seed, 0)
-    tile = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
-    truth = tile(wo.labels)
-    coded, base = tile(wo.coded), tile(wo.base)
-    returned = draw_returned(len(coded), N, S, np.random.default_rng([seed, K, N]))
-    C = coded.shape[-1]
+    clusters = np.tile(np.arange(wo.G), draws)
+    C = wo.coded.shape[-1]
     delta = release_sensitivity(release, C, clip=clip)
     rows = []
     for eps in epsilons:
-        # one seed for every epsilon: common random numbers across the sweep
-        Y = noisy_release(coded, eps, release, clip=clip, rng=np.random.default_rng([seed, K, N, S, 1]))
-        B = noisy_release(base, eps, release, clip=clip, rng=np.random.default_rng([seed, K, N, S, 2]))
-        decoded = decode_groups(Y, returned, K, N)
+        approx, base = _noisy_correct(wo, eps, release, clip, S, seed, draws)
         inf = math.isinf(eps)
         row = {
             "release": release,
@@ -194,14 +205,78 @@ def private_accuracy(
             "epsilon_worker": eps,
             "epsilon_total": math.inf if inf else privacy.round_privacy(eps, N).epsilon_total,
             "epsilon_base": eps,
-            "laplace_scale": 0.0 if inf else privacy.laplace_scale(eps, delta),
-            "rounds": len(truth),
-            "queries": truth.size,
+            "laplace_scale": 0.0 if inf else privacy.laplace_grid(eps, delta, C).scale,
+            "rounds": len(approx),
+            "queries": approx.size,
         }
-        row |= dict(zip(("accuracy", "ci_low", "ci_high"), accuracy_ci(decoded.argmax(-1) == truth), strict=True))
-        row |= dict(zip(("base", "base_low", "base_high"), accuracy_ci(B.argmax(-1) == truth), strict=True))
+        for name, correct in (("accuracy", approx), ("base", base)):
+            lo, hi = ("ci_low", "ci_high") if name == "accuracy" else ("base_low", "base_high")
+            row |= dict(zip((name, lo, hi), accuracy_ci(correct, clusters=clusters), strict=True))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _first_within(drops: np.ndarray, epsilons: np.ndarray, tol: float) -> np.ndarray:
+    """Over the last axis (the sorted grid): the smallest epsilon from which on every drop is <= tol (inf: none)."""
+    ok = np.flip(np.logical_and.accumulate(np.flip(drops <= tol, -1), axis=-1), -1)  # within from here on
+    first = np.argmax(ok, axis=-1)
+    return np.where(ok.any(axis=-1), epsilons[first], math.inf)
+
+
+def noise_threshold(
+    wo: WorkerOutputs,
+    epsilons: Sequence[float],
+    *,
+    tol: float = 0.01,
+    release: str = "probs",
+    clip: float | None = None,
+    S: int = 1,
+    seed: int = 0,
+    draws: int = 1,
+    n_boot: int = 2000,
+    level: float = 0.95,
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    r"""Where accuracy comes back: the smallest $\varepsilon_{\text{worker}}$ of the grid from which on the
+    accuracy stays within `tol` of the noiseless one, for ApproxIFER and for the base model, with bootstrap CIs.
+
+    The drop at $\varepsilon$ is the paired difference noiseless − noisy over the same rounds (`private_accuracy`'s
+    draws). One bootstrap resamples image groups; each resample gives every grid point's drop (their percentile
+    CIs: the table) and its own threshold (their percentile interval, on grid points: the summary). A threshold
+    beyond the grid is `inf`. Returns the per-$\varepsilon$ table (`drop`, `drop_low`, `drop_high`, `within`, and
+    `base_*`) and `{"eps", "lo", "hi", "base_eps", "base_lo", "base_hi"}`.
+    """
+    grid = np.array(sorted({e for e in _epsilons(epsilons) if math.isfinite(e)}))
+    if grid.size == 0:
+        raise ParameterError("noise_threshold needs finite epsilons")
+    if isinstance(tol, bool) or not isinstance(tol, Real) or not 0 < tol < 1:
+        raise ParameterError(f"tol must be a number in (0, 1), got {tol!r}")
+    release, clip = _release(release, clip)
+    _, N, S, _ = check_config(wo.K, wo.N, S)
+    draws, seed, n_boot = _posint("draws", draws), _posint("seed", seed, 0), _posint("n_boot", n_boot, 100)
+    clusters = np.tile(np.arange(wo.G), draws)
+    counts = np.bincount(clusters).astype(np.float64)
+
+    def per_group(correct: np.ndarray) -> np.ndarray:  # sum over each image group's rounds of the round accuracy
+        return np.bincount(clusters, weights=correct.mean(axis=1), minlength=wo.G)
+
+    runs = [_noisy_correct(wo, e, release, clip, S, seed, draws) for e in [math.inf, *grid]]
+    boots = np.random.default_rng([seed, 7]).integers(0, wo.G, (n_boot, wo.G))
+    q = [(1 - level) / 2, (1 + level) / 2]
+    table = pd.DataFrame({"epsilon_worker": grid, "epsilon_total": N * grid})
+    summary = {}
+    for which, prefix in ((0, ""), (1, "base_")):
+        sums = np.stack([per_group(run[which]) for run in runs])  # (1 + E, G)
+        drop = (sums[0] - sums[1:]).sum(axis=1) / counts.sum()
+        clean, n = sums[0][boots].sum(axis=1), counts[boots].sum(axis=1)
+        boot_drop = np.stack([(clean - s[boots].sum(axis=1)) / n for s in sums[1:]])  # (E, n_boot)
+        lo, hi = np.quantile(boot_drop, q, axis=1)
+        table[f"{prefix}drop"], table[f"{prefix}drop_low"], table[f"{prefix}drop_high"] = drop, lo, hi
+        table[f"{prefix}within"] = drop <= tol
+        boot_eps = _first_within(boot_drop.T, grid, tol)
+        interval = np.quantile(boot_eps, q, method="inverted_cdf")
+        summary |= {f"{prefix}eps": float(_first_within(drop, grid, tol)), f"{prefix}lo": float(interval[0])}
+        summary[f"{prefix}hi"] = float(interval[1])
+    return table, summary
 
 
 # ---------------------------------------------------------------- audit on real outputs
@@ -290,29 +365,26 @@ def audit_release(
 ) -> privacy.AuditResult:
     r"""`privacy.audit` of the joint release of `workers` (default: all N) on the two neighbouring rounds.
 
-    Each worker adds $\mathrm{Lap}(\Delta/\varepsilon_{\text{worker}})$ with $\Delta$ = `sensitivity` (default:
-    the correct $\ell_1$ bound; pass a smaller one to audit a mis-calibrated mechanism). The releases are
-    projected to $\sum_k |y_k - b_k| - |y_k - a_k|$, the Laplace log-likelihood ratio of D against D' (up to the
-    scale), a fixed post-processing, rounded to 1e-9; the audit then checks `audited_epsilon`.
-
-    The rounding keeps the audit on the mechanism as designed: without it, the last bits of the floating-point
-    sums differ between the two inputs and the audit detects them (the floating-point weakness of textbook
-    Laplace sampling, Mironov 2012 — a deployment would use a snapping mechanism; here only the design is audited).
+    Each worker releases its vector through `privacy.laplace_mechanism` at $\varepsilon_{\text{worker}}$ with
+    $\ell_1$ sensitivity $\Delta$ = `sensitivity` (default: the correct bound; pass a smaller one to audit a
+    mis-calibrated mechanism): the implemented mechanism, not an idealisation of it. The releases are projected to
+    $\sum_k |y_k - b_k| - |y_k - a_k|$, the Laplace log-likelihood ratio of D against D' (up to the scale), a fixed
+    post-processing; the audit then checks `audited_epsilon`.
     """
     idx = np.arange(pair.N) if workers is None else np.asarray(workers, dtype=int)
     if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= pair.N or len(set(idx.tolist())) != idx.size:
         raise ParameterError(f"workers must be distinct indices in 0..{pair.N - 1}, got {workers!r}")
     delta = pair.sensitivity if sensitivity is None else sensitivity
-    a, b = pair.a[idx].ravel(), pair.b[idx].ravel()
+    a, b = pair.a[idx], pair.b[idx]  # (workers, C): each row is one worker's release
     chunk = _posint("chunk", chunk)
 
     def mechanism(mean: np.ndarray, g: np.random.Generator, size: int) -> np.ndarray:
         out = np.empty(size)
         for s in range(0, size, chunk):
             n = min(chunk, size - s)
-            y = privacy.laplace_mechanism(np.broadcast_to(mean, (n, mean.size)), epsilon_worker, delta, g)
-            out[s : s + n] = (np.abs(y - b) - np.abs(y - a)).sum(axis=1)
-        return np.round(out, 9)
+            y = privacy.laplace_mechanism(np.broadcast_to(mean, (n, *mean.shape)), epsilon_worker, delta, g)
+            out[s : s + n] = (np.abs(y - b) - np.abs(y - a)).sum(axis=(1, 2))
+        return out
 
     return privacy.audit(mechanism, a, b, audited_epsilon, n_samples=n_samples, rng=rng, bins=20)
 
