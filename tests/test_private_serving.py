@@ -284,3 +284,71 @@ def test_one_hot_workers():
     assert ps.one_hot_workers(8, 9) == []
     assert ps.one_hot_workers(4, 8) == [1, 3, 5, 7]
     assert ps.one_hot_workers(3, 6) == [1, 3, 5]
+
+
+# ---------------------------------------------------------------- the notebook's tables, figures and glue
+
+
+def test_accuracy_glue_and_table_use_the_books_names():
+    wo = synthetic()
+    results = {"mnist": ps.private_accuracy(wo, [0.1, 10.0, math.inf]), "fashion-mnist": ps.private_accuracy(wo, [1.0])}
+    glue = ps.accuracy_glue(results)
+    for name in ("mnist_e0p1_acc", "mnist_e10_total", "mnist_noiseless_base", "fashionmnist_e1_hi"):
+        assert name in glue
+    assert glue["mnist_e10_total"] == 60.0 and glue["mnist_e10_acc"] == results["mnist"].loc[1, "accuracy"]
+    table = ps.accuracy_table(results)
+    assert table.index.names == ["dataset", "ε per worker"] and ("MNIST", "no noise") in table.index
+    assert table.loc[("MNIST", "no noise"), "ε per query"] == "–"
+    assert not table.map(lambda v: "nan" in str(v).lower() or v in ("True", "False")).any().any()
+
+
+def test_threshold_glue_and_summary():
+    wo = synthetic(G=80)
+    thresholds = {"cifar10": ps.noise_threshold(wo, [1.0, 10.0, 1e4], n_boot=200)}
+    _, s = thresholds["cifar10"]
+    glue = ps.threshold_glue(thresholds, 6)
+    assert glue["cifar10_within1_eps"] == s["eps"] and glue["cifar10_within1_total"] == 6 * s["eps"]
+    assert {"cifar10_within1_lo", "cifar10_within1_hi", "cifar10_base_within1_eps"} <= set(glue)
+    summary = ps.threshold_summary(thresholds, 6)
+    assert summary.loc["CIFAR-10", "ApproxIFER: ε per worker"] == f"{s['eps']:g} [{s['lo']:g}, {s['hi']:g}]"
+    assert ps._eps_ci(math.inf, 30.0, math.inf, 50.0) == "> 50 [30, > 50]"
+    assert set(ps.threshold_table(thresholds).iloc[:, 1]) <= {"✓", "✗"}
+
+
+def test_number_formats():
+    assert ps._num(2.42e46) == "2.4 × 10⁴⁶" and ps._num(29.94) == "29.9" and ps._num(math.nan) == "–"
+    table = ps.budget_table([1.0, 800.0], 9)
+    assert table.loc["800", "ε per query (advanced, δ = 1e-05)"] == "overflows"
+    assert ps.glue_key("fashion-mnist", 0.3) == "fashionmnist_e0p3" and ps.glue_key("mnist", math.inf).endswith(
+        "noiseless"
+    )
+
+
+def test_attack_table_counts_the_textbook_sampler_only():
+    table, glue = ps.attack_table(n_samples=300, seed=0)
+    assert glue["attack_grid_unit"] == glue["attack_grid_softmax"] == 0.0
+    assert glue["attack_textbook_unit"] > 0.5 and glue["attack_textbook_softmax"] > 0.5
+    assert list(table.columns) == ["textbook sampler (numpy)", "grid release (here)"]
+
+
+def test_audit_display_and_glue():
+    audits = {"mnist": ps.audit_table(flipped_pair(), 1.0, n_samples=5000, seed=0)}
+    shown = ps.audit_display(audits)
+    assert shown.index.names == ["dataset", "release observed"]
+    assert set(shown["verdict"]) <= {"✓ not refuted", "✗ refuted"}
+    glue = ps.audit_glue(audits)
+    assert glue["mnist_audit2_verdict"] in ("passed", "failed") and "mnist_audit3_bound" in glue
+
+
+def test_figures_fit_the_column_with_legends_outside_the_data():
+    import matplotlib.pyplot as plt
+
+    wo = synthetic()
+    results = {"mnist": ps.private_accuracy(wo, [0.3, 3.0, 30.0, math.inf])}
+    thresholds = {"mnist": ps.noise_threshold(wo, [10.0, 20.0, 30.0], n_boot=200)}
+    for fig in (ps.accuracy_figure(results), ps.threshold_figure(thresholds)):
+        assert fig.get_figwidth() <= 7.5 and len(fig.axes) <= 2
+        fig.canvas.draw()
+        legend = fig.legends[0].get_window_extent()
+        assert all(not legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+        plt.close(fig)

@@ -40,25 +40,44 @@ from approxifer.experiments import (
     draw_returned,
     test_groups,
 )
+from approxifer.report import NAMES
 from approxifer.serving import ServedModel
 
 __all__ = [
+    "ATTACK_SETTINGS",
     "RELEASES",
     "NeighbouringRounds",
+    "accuracy_figure",
+    "accuracy_glue",
+    "accuracy_table",
+    "attack_table",
+    "audit_display",
+    "audit_glue",
     "audit_release",
     "audit_table",
+    "budget_table",
     "check_private_params",
+    "coded_figure",
     "coded_queries",
+    "exposure",
+    "glue_key",
     "neighbouring_rounds",
+    "noise_threshold",
     "noisy_release",
     "one_hot_workers",
+    "pair_table",
     "private_accuracy",
     "reconstruct",
+    "release_comparison",
     "release_l2_sensitivity",
     "release_sensitivity",
     "released",
     "reveal",
     "ssim",
+    "threshold_figure",
+    "threshold_glue",
+    "threshold_summary",
+    "threshold_table",
 ]
 
 RELEASES = ("probs", "clipped")
@@ -97,10 +116,22 @@ def _posint(name: str, value: object, minimum: int = 1) -> int:
 
 
 def check_private_params(
-    *, epsilons: object, release: object, clip: object, audit_epsilon: object = 1.0, audit_samples: object = 1000
+    *,
+    epsilons: object,
+    release: object,
+    clip: object,
+    audit_epsilon: object = 1.0,
+    audit_samples: object = 1000,
+    fine_epsilons: object = (10.0,),
+    tolerance: object = 0.01,
+    attack_samples: object = 100,
 ) -> None:
     """Validate the privacy notebook's own parameters; raise one `ParameterError` that says what is wrong."""
     _epsilons(epsilons)
+    if not all(math.isfinite(e) for e in _epsilons(fine_epsilons)):
+        raise ParameterError(
+            f"fine_epsilons must be finite (the grid the threshold is located on), got {fine_epsilons!r}"
+        )
     _release(release, clip)
     if clip is not None:
         _release("clipped", clip)
@@ -108,6 +139,9 @@ def check_private_params(
     if math.isinf(audit_epsilon):
         raise ParameterError("audit_epsilon must be finite: an infinite epsilon adds no noise to audit")
     _posint("audit_samples", audit_samples, 1000)
+    _posint("attack_samples", attack_samples, 100)
+    if isinstance(tolerance, bool) or not isinstance(tolerance, Real) or not 0 < tolerance < 1:
+        raise ParameterError(f"tolerance must be a number in (0, 1), got {tolerance!r}")
 
 
 # ---------------------------------------------------------------- the released vector
@@ -524,3 +558,338 @@ def reconstruct(coded: np.ndarray, workers: Sequence[int], K: int, N: int) -> np
     block = codec.encoder_matrix(K, N)[workers]
     coded = np.asarray(coded, np.float64)
     return np.linalg.solve(block, coded.reshape(K, -1)).reshape(coded.shape)
+
+
+# ---------------------------------------------------------------- the privacy notebook: tables, figures, glue
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def glue_key(dataset: str, epsilon: float | None = None) -> str:
+    """The glue-name stem of a dataset (`fashionmnist`), and of an epsilon in it (`mnist_e0p1`, `mnist_noiseless`)."""
+    stem = dataset.replace("-", "")
+    if epsilon is None:
+        return stem
+    return f"{stem}_noiseless" if math.isinf(epsilon) else f"{stem}_e" + f"{epsilon:g}".replace(".", "p")
+
+
+def _num(value: float) -> str:
+    """A number for a table: 3 significant digits, powers of ten beyond 10⁴, `–` for NaN, `∞`."""
+    if math.isnan(value):
+        return "–"
+    if math.isinf(value):
+        return "∞"
+    if abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa} × 10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
+def _ci(value: float, lo: float, hi: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def _eps_ci(eps: float, lo: float, hi: float, grid_max: float, scale: float = 1.0) -> str:
+    """A threshold with its interval on the grid: `26 [24, 30]`; beyond the grid: `> 50`."""
+    show = lambda e: f"> {grid_max * scale:g}" if math.isinf(e) else f"{e * scale:g}"  # noqa: E731
+    return f"{show(eps)} [{show(lo)}, {show(hi)}]"
+
+
+def accuracy_glue(results: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """Every point of `private_accuracy` per dataset: `<dataset>_<eps>_{acc,lo,hi,base,base_lo,base_hi,total,scale}`."""
+    out = {}
+    for d, df in results.items():
+        for r in df.itertuples():
+            k = glue_key(d, r.epsilon_worker)
+            values = (r.accuracy, r.ci_low, r.ci_high, r.base, r.base_low, r.base_high, r.epsilon_total)
+            names = ("acc", "lo", "hi", "base", "base_lo", "base_hi", "total")
+            out |= {f"{k}_{n}": v for n, v in zip(names, values, strict=True)} | {f"{k}_scale": r.laplace_scale}
+    return out
+
+
+def accuracy_table(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Accuracy ± 95 % CI of ApproxIFER and of the base model at each per-worker epsilon, per dataset."""
+    rows = []
+    for d, df in results.items():
+        for r in df.itertuples():
+            inf = math.isinf(r.epsilon_worker)
+            rows.append({
+                "dataset": NAMES.get(d, d),
+                "ε per worker": "no noise" if inf else f"{r.epsilon_worker:g}",
+                "ε per query": "–" if inf else f"{r.epsilon_total:g}",
+                "noise scale b": "–" if inf else _num(r.laplace_scale),
+                "ApproxIFER [95 % CI]": _ci(r.accuracy, r.ci_low, r.ci_high),
+                "base model [95 % CI]": _ci(r.base, r.base_low, r.base_high),
+            })  # fmt: skip
+    return pd.DataFrame(rows).set_index(["dataset", "ε per worker"])
+
+
+def _figure(height: float):
+    """Two panels across, drawn at the width the book shows them (7.2 in), default 10 pt text."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, height), constrained_layout=True)
+    return fig, axes
+
+
+def _band(ax, x, y, lo, hi, **kw) -> None:
+    (line,) = ax.plot(x, y, ms=4, **kw)
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
+
+
+STYLES = (("o", "-", "ApproxIFER"), ("s", "--", "base model, same mechanism"), ("", ":", "noiseless"))
+
+
+def accuracy_figure(results: dict[str, pd.DataFrame]):
+    """Accuracy against the per-worker epsilon (left) and against the per-query epsilon (right), 95 % CI bands;
+    colour = dataset, solid = ApproxIFER, dashed = the base model, dotted = noiseless; the legend below."""
+    from matplotlib.lines import Line2D
+
+    fig, (left, right) = _figure(3.6)
+    for i, df in enumerate(results.values()):
+        noisy, clean = df[np.isfinite(df["epsilon_worker"])], df[~np.isfinite(df["epsilon_worker"])]
+        c = f"C{i}"
+        for ax, x_ours, x_base in (
+            (left, "epsilon_worker", "epsilon_worker"),
+            (right, "epsilon_total", "epsilon_base"),
+        ):
+            x = noisy[x_ours]
+            _band(ax, x, noisy["accuracy"], noisy["ci_low"], noisy["ci_high"], color=c, marker="o")
+            x = noisy[x_base]
+            _band(ax, x, noisy["base"], noisy["base_low"], noisy["base_high"], color=c, marker="s", ls="--")
+            for y in clean[["accuracy", "base"]].to_numpy().ravel():
+                ax.axhline(y, color=c, ls=":", lw=1)
+    left.set(xscale="log", xlabel="ε per worker", ylabel="accuracy", title="against each worker's budget")
+    right.set(xscale="log", xlabel="ε per query (whole round)", title="against what a query spends")
+    datasets = [(Line2D([], [], color=f"C{i}", lw=2), NAMES.get(d, d)) for i, d in enumerate(results)]
+    styles = [(Line2D([], [], color="k", marker=m, ls=s, ms=4), n) for m, s, n in STYLES]
+    blank = (Line2D([], [], alpha=0), "")
+    columns = max(len(datasets), len(styles))
+    datasets += [blank] * (columns - len(datasets))
+    entries = [e for pair in zip(datasets, styles + [blank] * (columns - len(styles)), strict=True) for e in pair]
+    fig.legend(*zip(*entries, strict=True), loc="outside lower center", ncols=columns, frameon=False)
+    return fig
+
+
+def threshold_glue(thresholds: dict[str, tuple[pd.DataFrame, dict]], N: int) -> dict[str, float]:
+    """`<dataset>_within1_{eps,lo,hi,total,total_lo,total_hi}` and `<dataset>_base_within1_{eps,lo,hi}`."""
+    out = {}
+    for d, (_, s) in thresholds.items():
+        k = glue_key(d)
+        out |= {f"{k}_within1_eps": s["eps"], f"{k}_within1_lo": s["lo"], f"{k}_within1_hi": s["hi"]}
+        out |= {f"{k}_within1_total": N * s["eps"], f"{k}_within1_total_lo": N * s["lo"]}
+        out |= {f"{k}_within1_total_hi": N * s["hi"], f"{k}_base_within1_eps": s["base_eps"]}
+        out |= {f"{k}_base_within1_lo": s["base_lo"], f"{k}_base_within1_hi": s["base_hi"]}
+    return out
+
+
+def threshold_summary(thresholds: dict[str, tuple[pd.DataFrame, dict]], N: int) -> pd.DataFrame:
+    """Per dataset: the epsilon from which on the accuracy stays within tolerance, [95 % bootstrap interval]."""
+    rows = []
+    for d, (table, s) in thresholds.items():
+        top = float(table["epsilon_worker"].max())
+        rows.append({
+            "dataset": NAMES.get(d, d),
+            "ApproxIFER: ε per worker": _eps_ci(s["eps"], s["lo"], s["hi"], top),
+            "ApproxIFER: ε per query": _eps_ci(s["eps"], s["lo"], s["hi"], top, N),
+            "base model: ε": _eps_ci(s["base_eps"], s["base_lo"], s["base_hi"], top),
+        })  # fmt: skip
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def threshold_table(thresholds: dict[str, tuple[pd.DataFrame, dict]], *, tol: float = 0.01) -> pd.DataFrame:
+    """Per dataset and grid epsilon: the accuracy drop from noiseless [95 % CI] and whether it is within `tol`."""
+    rows = []
+    for d, (table, _) in thresholds.items():
+        for r in table.itertuples():
+            rows.append({
+                "dataset": NAMES.get(d, d),
+                "ε per worker": f"{r.epsilon_worker:g}",
+                "ApproxIFER drop [95 % CI]": _ci(r.drop, r.drop_low, r.drop_high),
+                f"≤ {tol:g}": "✓" if r.within else "✗",
+                "base drop [95 % CI]": _ci(r.base_drop, r.base_drop_low, r.base_drop_high),
+                f"base ≤ {tol:g}": "✓" if r.base_within else "✗",
+            })  # fmt: skip
+    return pd.DataFrame(rows).set_index(["dataset", "ε per worker"])
+
+
+def threshold_figure(
+    thresholds: dict[str, tuple[pd.DataFrame, dict]], *, tol: float = 0.01, low: float = 10.0, high: float = 50.0
+):
+    """The accuracy drop from noiseless against the per-worker epsilon in [`low`, `high`], 95 % CI bands, with the
+    tolerance: ApproxIFER (left) and the base model (right)."""
+    fig, (left, right) = _figure(3.3)
+    for i, (d, (table, _)) in enumerate(thresholds.items()):
+        t = table[table["epsilon_worker"].between(low, high)]
+        x = t["epsilon_worker"]
+        label = NAMES.get(d, d)
+        _band(left, x, t["drop"], t["drop_low"], t["drop_high"], color=f"C{i}", marker="o", label=label)
+        _band(right, x, t["base_drop"], t["base_drop_low"], t["base_drop_high"], color=f"C{i}", marker="s")
+    for ax, title in ((left, "ApproxIFER"), (right, "base model, same mechanism")):
+        ax.axhline(tol, color="k", ls=":", lw=1)
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set(xlabel="ε per worker", title=title)
+    left.set_ylabel("accuracy drop from noiseless")
+    right.sharey(left)
+    fig.legend(loc="outside lower center", ncols=3, frameon=False)
+    return fig
+
+
+def release_comparison(
+    outputs: dict[str, WorkerOutputs],
+    epsilons: Sequence[float],
+    *,
+    clip: float,
+    S: int = 1,
+    seed: int = 0,
+    draws: int = 1,
+) -> pd.DataFrame:
+    """ApproxIFER / base-model accuracy for the two releases with a finite sensitivity, per dataset and epsilon."""
+    columns = {}
+    for d, wo in outputs.items():
+        for name, release in (("probabilities", "probs"), (f"clipped logits, c = {clip:g}", "clipped")):
+            df = private_accuracy(wo, epsilons, release=release, clip=clip, S=S, seed=seed, draws=draws)
+            index = ["no noise" if math.isinf(e) else f"{e:g}" for e in df["epsilon_worker"]]
+            cells = [f"{a:.3f} / {b:.3f}" for a, b in zip(df["accuracy"], df["base"], strict=True)]
+            columns[(NAMES.get(d, d), name)] = pd.Series(cells, index=pd.Index(index, name="ε per worker"))
+    return pd.DataFrame(columns)
+
+
+def budget_table(epsilons: Sequence[float], N: int, *, delta: float = 1e-5) -> pd.DataFrame:
+    """Per-worker epsilon -> the round's per-query budget: basic composition, and advanced composition at delta."""
+    rows = []
+    for e in sorted({float(e) for e in _epsilons(epsilons) if math.isfinite(e)}):
+        cost = privacy.round_privacy(e, N)
+        try:
+            advanced = _num(privacy.advanced_composition(e, N, delta))
+        except ValueError:
+            advanced = "overflows"
+        rows.append({"ε per worker": f"{e:g}", "ε per query (basic)": f"{cost.epsilon_total:g}",
+                     f"ε per query (advanced, δ = {delta:g})": advanced})  # fmt: skip
+    return pd.DataFrame(rows).set_index("ε per worker")
+
+
+ATTACK_SETTINGS = {  # name: (x, x', l1 sensitivity, what)
+    "unit": (0.0, 1.0, 1.0, "a scalar, Δ = 1: 0 vs 1"),
+    "softmax": (0.25, 0.75, 2.0, "a probability, Δ = 2: 0.25 vs 0.75"),
+}
+
+
+def attack_table(*, epsilon: float = 1.0, n_samples: int = 20_000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Mironov's attack (`privacy.impossible_fraction`): the share of releases of x that x' can never produce,
+    for numpy's textbook sampler and for the grid release used here; the table and the glue dict."""
+    rows, glue = [], {}
+    for name, (x, x_prime, l1, what) in ATTACK_SETTINGS.items():
+        row = {"neighbours": what}
+        for mechanism, column in (("textbook", "textbook sampler (numpy)"), ("grid", "grid release (here)")):
+            share = privacy.impossible_fraction(
+                x,
+                x_prime,
+                epsilon,
+                l1,
+                mechanism=mechanism,
+                n_samples=n_samples,
+                rng=np.random.default_rng([seed, len(glue)]),
+            )
+            glue[f"attack_{mechanism}_{name}"] = share
+            row[column] = f"{100 * share:.1f} %"
+        rows.append(row)
+    glue |= {"attack_eps": float(epsilon), "attack_samples": n_samples}
+    return pd.DataFrame(rows).set_index("neighbours"), glue
+
+
+def pair_table(pairs: dict[str, NeighbouringRounds]) -> pd.DataFrame:
+    """Which query the audit's neighbouring rounds replace, by which test image, and how far the releases move."""
+    rows = [
+        {
+            "dataset": NAMES.get(d, d),
+            "replaced": f"query {p.position} (test image {p.query})",
+            "by test image": p.replacement,
+            "ℓ1 moved, most (worker)": f"{p.l1.max():.2f} ({int(np.argmax(p.l1))})",
+            "ℓ1 moved, all workers": f"{p.l1.sum():.2f}",
+        }
+        for d, p in pairs.items()
+    ]
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def audit_display(audits: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """`audit_table` per dataset with a reader's names: ✓ no violation found, ✗ refuted at 95 % confidence."""
+    frames = {}
+    for d, t in audits.items():
+        frames[NAMES.get(d, d)] = pd.DataFrame({
+            "noise calibrated to": t["calibration"],
+            "exact loss bound": t["true loss bound"].map(lambda v: f"{v:.3f}"),
+            "audited ε": t["audited epsilon"].map(lambda v: f"{v:g}"),
+            "ε lower bound (95 %)": t["epsilon_lower"].map(lambda v: f"{v:.3f}"),
+            "verdict": t["passed"].map({True: "✓ not refuted", False: "✗ refuted"}),
+        }).set_index(t["release observed"])  # fmt: skip
+    return pd.concat(frames, names=["dataset", "release observed"])
+
+
+def audit_glue(audits: dict[str, pd.DataFrame]) -> dict[str, object]:
+    """`<dataset>_audit<i>_{lower,audited,bound,verdict}` for each audit case i."""
+    out = {}
+    for d, t in audits.items():
+        for i, r in t.iterrows():
+            k = f"{glue_key(d)}_audit{i}"
+            out |= {f"{k}_lower": r["epsilon_lower"], f"{k}_audited": r["audited epsilon"]}
+            out |= {f"{k}_bound": r["true loss bound"], f"{k}_verdict": "passed" if r["passed"] else "failed"}
+    return out
+
+
+def coded_figure(dataset: str, K: int, N: int, *, seed: int = 0, n_test: int | None = None):
+    """The first round of the seeded test split as the workers see it: its K queries (top) and the N coded queries
+    (bottom, shown clipped to [0, 1] pixels: Berrut weights can be negative), as one picture."""
+    import matplotlib.pyplot as plt
+
+    from approxifer.experiments import test_groups as groups_of
+
+    x, _ = data.load(dataset, "test")
+    images = x[groups_of(dataset, K, seed=seed, n_test=n_test)[0]]
+    coded = np.clip(coded_queries(images, dataset, N), 0, 1)
+    plain = images.astype(np.float64) / 255.0
+    h, w, ch = plain.shape[1:]
+    pad = 4
+    canvas = np.ones((2 * h + pad, N * (w + pad) - pad, ch))
+    for j in range(N):
+        x0 = j * (w + pad)
+        if j < K:
+            canvas[:h, x0 : x0 + w] = plain[j]
+        canvas[h + pad :, x0 : x0 + w] = coded[j]
+    fig, ax = plt.subplots(figsize=(7.2, 2.3), constrained_layout=True)
+    ax.imshow(canvas.squeeze(), cmap="gray" if ch == 1 else None, vmin=0, vmax=1)
+    ax.set_xticks([j * (w + pad) + w / 2 for j in range(N)], [str(j) for j in range(N)])
+    ax.set_yticks([h / 2, h + pad + h / 2], ["query", "worker"])
+    ax.tick_params(length=0)
+    ax.set_frame_on(False)
+    ax.set_title(f"{NAMES.get(dataset, dataset)}: the K = {K} queries of a round and the N = {N} coded queries")
+    return fig
+
+
+def exposure(datasets: Sequence[str], K: int, N: int, *, seed: int = 0, n_test: int | None = None):
+    """What the workers see, over every round of the test split: per worker, the mean Pearson correlation and SSIM
+    of its coded query with the query it resembles most; and whether workers 0..K-1 recover every query exactly.
+    Returns the table and the glue dict (`<dataset>_{pearson,ssim}_{min,mean,max}`, `min_weight`, `recon_exact`)."""
+    from approxifer.experiments import test_groups as groups_of
+
+    columns, glue = {}, {}
+    weight = float(np.abs(codec.encoder_matrix(K, N)).max(axis=1).min())
+    for d in datasets:
+        x, _ = data.load(d, "test")
+        groups = groups_of(d, K, seed=seed, n_test=n_test)
+        seen = pd.concat([reveal(x[g], d, N) for g in groups]).groupby("worker")[["pearson", "ssim"]].mean()
+        error = max(
+            float(np.abs(reconstruct(coded_queries(x[g], d, N)[:K], range(K), K, N) - x[g] / 255.0).max())
+            for g in groups
+        )
+        name = NAMES.get(d, d)
+        columns[(name, "Pearson ρ")] = seen["pearson"]
+        columns[(name, "SSIM")] = seen["ssim"]
+        k = glue_key(d)
+        glue |= {
+            f"{k}_{m}_{f}": float(getattr(seen[m], f)()) for m in ("pearson", "ssim") for f in ("min", "mean", "max")
+        }
+        glue |= {f"{k}_min_weight": weight, f"{k}_recon_exact": "yes" if error < 1e-9 else "no"}
+        glue[f"{k}_recon_rounds"] = len(groups)
+    return pd.DataFrame(columns).round(3), glue
