@@ -334,8 +334,9 @@ def test_attack_table_counts_the_textbook_sampler_only():
 def test_audit_display_and_glue():
     audits = {"mnist": ps.audit_table(flipped_pair(), 1.0, n_samples=5000, seed=0)}
     shown = ps.audit_display(audits)
-    assert shown.index.names == ["dataset", "release observed"]
-    assert set(shown["verdict"]) <= {"✓ not refuted", "✗ refuted"}
+    assert shown.index.names == ["dataset", "released by"]
+    assert list(shown[""]) == ["✓", "✓", "✗", "✗"]
+    assert list(shown["noise for"]) == ["ℓ1", "ℓ1", "ℓ1", "ℓ2 ([R])"]
     glue = ps.audit_glue(audits)
     assert glue["mnist_audit2_verdict"] in ("passed", "failed") and "mnist_audit3_bound" in glue
 

@@ -714,10 +714,12 @@ def threshold_table(thresholds: dict[str, tuple[pd.DataFrame, dict]], *, tol: fl
 
 
 def threshold_figure(
-    thresholds: dict[str, tuple[pd.DataFrame, dict]], *, tol: float = 0.01, low: float = 10.0, high: float = 50.0
+    thresholds: dict[str, tuple[pd.DataFrame, dict]], *, tol: float = 0.01, low: float = 14.0, high: float = 50.0
 ):
     """The accuracy drop from noiseless against the per-worker epsilon in [`low`, `high`], 95 % CI bands, with the
     tolerance: ApproxIFER (left) and the base model (right)."""
+    from matplotlib.lines import Line2D
+
     fig, (left, right) = _figure(3.3)
     for i, (d, (table, _)) in enumerate(thresholds.items()):
         t = table[table["epsilon_worker"].between(low, high)]
@@ -731,7 +733,10 @@ def threshold_figure(
         ax.set(xlabel="ε per worker", title=title)
     left.set_ylabel("accuracy drop from noiseless")
     right.sharey(left)
-    fig.legend(loc="outside lower center", ncols=3, frameon=False)
+    handles, labels = left.get_legend_handles_labels()
+    handles.append(Line2D([], [], color="k", ls=":", lw=1))
+    labels.append(f"tolerance {tol:g}")
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
     return fig
 
 
@@ -744,15 +749,18 @@ def release_comparison(
     seed: int = 0,
     draws: int = 1,
 ) -> pd.DataFrame:
-    """ApproxIFER / base-model accuracy for the two releases with a finite sensitivity, per dataset and epsilon."""
-    columns = {}
+    """ApproxIFER's and the base model's accuracy for the two releases with a finite sensitivity, per dataset and
+    epsilon: rows (dataset, epsilon), columns (release, scheme)."""
+    frames = {}
     for d, wo in outputs.items():
+        columns = {}
         for name, release in (("probabilities", "probs"), (f"clipped logits, c = {clip:g}", "clipped")):
             df = private_accuracy(wo, epsilons, release=release, clip=clip, S=S, seed=seed, draws=draws)
-            index = ["no noise" if math.isinf(e) else f"{e:g}" for e in df["epsilon_worker"]]
-            cells = [f"{a:.3f} / {b:.3f}" for a, b in zip(df["accuracy"], df["base"], strict=True)]
-            columns[(NAMES.get(d, d), name)] = pd.Series(cells, index=pd.Index(index, name="ε per worker"))
-    return pd.DataFrame(columns)
+            index = pd.Index(["no noise" if math.isinf(e) else f"{e:g}" for e in df["epsilon_worker"]])
+            columns[(name, "ApproxIFER")] = pd.Series(df["accuracy"].map("{:.3f}".format).to_numpy(), index=index)
+            columns[(name, "base")] = pd.Series(df["base"].map("{:.3f}".format).to_numpy(), index=index)
+        frames[NAMES.get(d, d)] = pd.DataFrame(columns)
+    return pd.concat(frames, names=["dataset", "ε per worker"])
 
 
 def budget_table(epsilons: Sequence[float], N: int, *, delta: float = 1e-5) -> pd.DataFrame:
@@ -794,7 +802,7 @@ def attack_table(*, epsilon: float = 1.0, n_samples: int = 20_000, seed: int = 0
             glue[f"attack_{mechanism}_{name}"] = share
             row[column] = f"{100 * share:.1f} %"
         rows.append(row)
-    glue |= {"attack_eps": float(epsilon), "attack_samples": n_samples}
+    glue |= {"attack_eps": float(epsilon), "attack_samples": f"{n_samples:,}"}
     return pd.DataFrame(rows).set_index("neighbours"), glue
 
 
@@ -803,10 +811,10 @@ def pair_table(pairs: dict[str, NeighbouringRounds]) -> pd.DataFrame:
     rows = [
         {
             "dataset": NAMES.get(d, d),
-            "replaced": f"query {p.position} (test image {p.query})",
-            "by test image": p.replacement,
-            "ℓ1 moved, most (worker)": f"{p.l1.max():.2f} ({int(np.argmax(p.l1))})",
-            "ℓ1 moved, all workers": f"{p.l1.sum():.2f}",
+            "query replaced": f"{p.position} (image {p.query})",
+            "by image": p.replacement,
+            "largest ℓ1 move (worker)": f"{p.l1.max():.2f} ({int(np.argmax(p.l1))})",
+            "ℓ1 moved in all": f"{p.l1.sum():.2f}",
         }
         for d, p in pairs.items()
     ]
@@ -817,14 +825,18 @@ def audit_display(audits: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """`audit_table` per dataset with a reader's names: ✓ no violation found, ✗ refuted at 95 % confidence."""
     frames = {}
     for d, t in audits.items():
+        who = [
+            w.replace("one worker (", "").replace(")", "").replace("all N = ", "all ") for w in t["release observed"]
+        ]
         frames[NAMES.get(d, d)] = pd.DataFrame({
-            "noise calibrated to": t["calibration"],
-            "exact loss bound": t["true loss bound"].map(lambda v: f"{v:.3f}"),
-            "audited ε": t["audited epsilon"].map(lambda v: f"{v:g}"),
-            "ε lower bound (95 %)": t["epsilon_lower"].map(lambda v: f"{v:.3f}"),
-            "verdict": t["passed"].map({True: "✓ not refuted", False: "✗ refuted"}),
-        }).set_index(t["release observed"])  # fmt: skip
-    return pd.concat(frames, names=["dataset", "release observed"])
+            "released by": who,
+            "noise for": t["calibration"].str.replace(" (correct)", "").str.replace("the report's", "[R]"),
+            "exact loss": t["true loss bound"].map("{:.3f}".format),
+            "audited ε": t["audited epsilon"].map("{:g}".format),
+            "lower bound": t["epsilon_lower"].map("{:.3f}".format),
+            "": t["passed"].map({True: "✓", False: "✗"}),
+        }).set_index("released by")  # fmt: skip
+    return pd.concat(frames, names=["dataset", "released by"])
 
 
 def audit_glue(audits: dict[str, pd.DataFrame]) -> dict[str, object]:
