@@ -219,17 +219,18 @@ def laplace_grid(epsilon: float, l1_sensitivity: float, size: int = 1) -> Laplac
     """
     b = laplace_scale(epsilon, l1_sensitivity)
     size = _check_int("size", size)
-    k = math.frexp(l1_sensitivity / max(size, epsilon))[1] - 1 - GRID_BITS  # frexp: exact floor(log2) + 1
+    epsilon, delta = float(epsilon), float(l1_sensitivity)
+    k = math.frexp(delta / max(size, epsilon))[1] - 1 - GRID_BITS  # frexp gives floor(log2) + 1, exactly
     if k < -1000:
-        raise ValueError(f"l1_sensitivity = {l1_sensitivity!r} over {size} values needs a grid below 2^-1000")
-    gamma, eps = Fraction(2) ** k, Fraction(epsilon)
-    units = math.ceil((Fraction(l1_sensitivity) / gamma + size) / eps)
+        raise ValueError(f"l1_sensitivity = {delta!r} over {size} values needs a grid below 2^-1000")
+    gamma = Fraction(2) ** k
+    units = math.ceil((Fraction(delta) / gamma + size) / Fraction(epsilon))
     if units >= 2**52:
         raise ValueError(
-            f"epsilon = {float(epsilon)!r} is too small for an exact release of {size} values (the noise would "
+            f"epsilon = {epsilon!r} is too small for an exact release of {size} values (the noise would "
             f"span {units:.3g} grid steps, at most 2^52); at scale {b:.3g} such a release is pure noise"
         )
-    index_sensitivity = math.floor(Fraction(l1_sensitivity) / gamma) + size
+    index_sensitivity = math.floor(Fraction(delta) / gamma) + size
     return LaplaceGrid(k, units, math.ldexp(units, k), float(Fraction(index_sensitivity, units)), size)
 
 

@@ -44,6 +44,7 @@ from approxifer.report import NAMES
 from approxifer.serving import ServedModel
 
 __all__ = [
+    "ARCH_NAMES",
     "ATTACK_SETTINGS",
     "RELEASES",
     "NeighbouringRounds",
@@ -183,6 +184,9 @@ def noisy_release(
     if math.isinf(epsilon):
         return values
     return privacy.laplace_mechanism(values, epsilon, release_sensitivity(release, values.shape[-1], clip=clip), rng)
+
+
+# ---------------------------------------------------------------- accuracy under noise
 
 
 def _noisy_correct(
@@ -563,6 +567,8 @@ def reconstruct(coded: np.ndarray, workers: Sequence[int], K: int, N: int) -> np
 # ---------------------------------------------------------------- the privacy notebook: tables, figures, glue
 
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+ARCH_NAMES = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "vgg16": "VGG-16", "mobilenetv2": "MobileNetV2",
+              "lenet5": "LeNet-5", "mlp": "MLP"}  # fmt: skip
 
 
 def glue_key(dataset: str, epsilon: float | None = None) -> str:
