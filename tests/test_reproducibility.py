@@ -47,3 +47,30 @@ def test_run_notebooks_records_the_run_and_published_runs_reads_it(tmp_path):
     assert table.loc["demo", "precision"] == rp.execution_record({"precision": "auto"})["precision"]
     assert table.loc["old", "precision"] == "not recorded" and table.loc["old", "minutes"] == 0.5
     assert table.loc["old", "executed (UTC)"] == "2026-12-01 09:35"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage_and_exits_0(flag, capsys):
+    import subprocess
+    import sys
+
+    cli.main([flag])  # returns: exit status 0
+    assert capsys.readouterr().out.startswith("usage: approxifer {data,train,")
+    run = subprocess.run([sys.executable, "-m", "approxifer.cli", flag], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("usage: approxifer")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (None, r"error: cannot read the parameter file .*params\.yml: \[Errno 2\] No such file"),
+        ("demo: [unclosed", r"error: cannot read the parameter file .*params\.yml: while parsing a flow sequence"),
+        ("- demo\n- other\n", r"error: .*params\.yml must map notebook names to parameters \(name: \{param: value\}\)"),
+        ("demo: 3\n", r"must map notebook names to parameters"),
+    ],
+)
+def test_notebooks_with_a_missing_or_malformed_parameter_file(tmp_path, text, match):
+    if text is not None:
+        (tmp_path / "params.yml").write_text(text)
+    with pytest.raises(SystemExit, match=match):
+        cli.run_notebooks(["--params", str(tmp_path / "params.yml"), "--src", str(tmp_path), "--out", str(tmp_path)])

@@ -84,7 +84,7 @@ def published_runs(book: Path | None = None) -> pd.DataFrame:
 def model_cards() -> pd.DataFrame:
     rows = []
     for path in sorted(models.models_dir().glob("*.json")):
-        card = json.loads(path.read_text())
+        card = models.read_card(path)
         accuracy = card.get("test_accuracy", card.get("degraded_accuracy"))
         rows.append({
             "model": path.stem, "kind": card.get("kind", "classical" if "library" in card else "base"),
