@@ -4,8 +4,9 @@
 ``../shared/data`` beside the checkout) or else from the official downloads through torchvision, checks the
 sha256 of every decoded array against the published checksums and caches the arrays as ``.npy`` files in the
 data folder (``APPROXIFER_DATA``, default ``data/`` in the checkout). `load(name, split)` reads that cache and
-checks the arrays against the same checksums at every read (about a quarter of the read's time), so a changed or
-damaged cache is an error that names the file, never a silently different test set.
+checks the arrays against the same checksums at every read, so a changed or damaged cache is an error that names
+the file, never a silently different test set (the hash runs at about 0.5 GB/s on a busy 2-core CPU: 64 ms for
+CIFAR-10's test split, on top of 29 ms to read it from the page cache).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ model is a black box, see `serving`), a straggler pattern says which workers ret
 approximate outputs, and their argmax is compared with the labels. The test set is shuffled with the seed and
 split into groups of K (every image used once; the last `n mod K` are left out). Worker outputs on the coded
 queries do not depend on the straggler pattern, the locator or the privacy noise, so they are computed once per
-(model, dataset, K, N, seed, n_test, code version) and cached on disk; every experiment reuses them.
+(model, dataset, K, N, seed, n_test, code version) and cached on disk; every experiment reuses them. Entries are
+written atomically and checked when read (`approxifer.cache`): concurrent runs of the same key are safe, and a
+damaged entry is reported with its path and recomputed.
 """
 
 from __future__ import annotations
