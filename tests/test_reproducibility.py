@@ -61,3 +61,30 @@ def test_model_cards_table_is_compact_and_commands_are_whole():
     assert "command" not in cards.columns and set(cards.kind) <= {"base", "parity", "classical"}
     card = json.loads((rp.models.models_dir() / "cifar10-resnet18.json").read_text())
     assert commands.loc["cifar10-resnet18", "command"] == card["command"]  # not truncated
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage_and_exits_0(flag, capsys):
+    import subprocess
+    import sys
+
+    cli.main([flag])  # returns: exit status 0
+    assert capsys.readouterr().out.startswith("usage: approxifer {data,train,")
+    run = subprocess.run([sys.executable, "-m", "approxifer.cli", flag], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("usage: approxifer")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (None, r"error: cannot read the parameter file .*params\.yml: \[Errno 2\] No such file"),
+        ("demo: [unclosed", r"error: cannot read the parameter file .*params\.yml: while parsing a flow sequence"),
+        ("- demo\n- other\n", r"error: .*params\.yml must map notebook names to parameters \(name: \{param: value\}\)"),
+        ("demo: 3\n", r"must map notebook names to parameters"),
+    ],
+)
+def test_notebooks_with_a_missing_or_malformed_parameter_file(tmp_path, text, match):
+    if text is not None:
+        (tmp_path / "params.yml").write_text(text)
+    with pytest.raises(SystemExit, match=match):
+        cli.run_notebooks(["--params", str(tmp_path / "params.yml"), "--src", str(tmp_path), "--out", str(tmp_path)])

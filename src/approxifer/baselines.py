@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from approxifer import codec, data, experiments, models, serving, train
+from approxifer import cache, codec, data, experiments, models, serving, train
 from approxifer.experiments import CACHE_VERSION, ParameterError, WorkerOutputs
 from approxifer.train import Recipe
 
@@ -369,18 +369,15 @@ def parity_outputs(
     groups = experiments.test_groups(parity.dataset, K, seed=seed, n_test=n_test)
     key = f"{parity.name}-s{seed}-n{groups.size}-{parity.cache_tag}-v{CACHE_VERSION}"
     path = experiments.cache_dir() / "parity" / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            return z["out"]
+    entry = cache.load_npz(path, {"out": (len(groups), len(data.info(parity.dataset).classes))}, finite=("out",))
+    if entry:
+        return entry["out"]
     parts = []
     starts = range(0, len(groups), 500)
     for s in tqdm(starts, desc=f"{parity.name} parity outputs", disable=not progress or len(starts) < 2):
         parts.append(parity.predict(_summed_queries(parity.dataset, groups[s : s + 500])))
     out = np.concatenate(parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, out=out)
-    tmp.replace(path)
+    cache.save_npz(path, out=out)
     return out
 
 

@@ -9,6 +9,9 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     commands = ("data", "train", "train-parity", "fit-classical", "notebooks")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: approxifer {{{','.join(commands)}}} ...\n\n{__doc__}")
+        return
     if not argv or argv[0] not in commands:
         print(f"usage: approxifer {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)
@@ -56,7 +59,12 @@ def run_notebooks(argv: list[str]) -> None:
     p.add_argument("--src", default="notebooks")
     p.add_argument("--out", default="book")
     a = p.parse_args(argv)
-    params = yaml.safe_load(Path(a.params).read_text()) or {}
+    try:
+        params = yaml.safe_load(Path(a.params).read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SystemExit(f"error: cannot read the parameter file {a.params}: {e}") from None
+    if not isinstance(params, dict) or not all(isinstance(v, dict | None) for v in params.values()):
+        raise SystemExit(f"error: {a.params} must map notebook names to parameters (name: {{param: value}})")
     unknown = [n for n in a.names if n not in params]
     if unknown:
         raise SystemExit(f"error: {', '.join(unknown)} not in {a.params}; known: {', '.join(params)}")

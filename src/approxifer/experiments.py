@@ -5,7 +5,9 @@ model is a black box, see `serving`), a straggler pattern says which workers ret
 approximate outputs, and their argmax is compared with the labels. The test set is shuffled with the seed and
 split into groups of K (every image used once; the last `n mod K` are left out). Worker outputs on the coded
 queries do not depend on the straggler pattern, the locator or the privacy noise, so they are computed once per
-(model, dataset, K, N, seed, n_test, code version) and cached on disk; every experiment reuses them.
+(model, dataset, K, N, seed, n_test, code version) and cached on disk; every experiment reuses them. Entries are
+written atomically and checked when read (`approxifer.cache`): concurrent runs of the same key are safe, and a
+damaged entry is reported with its path and recomputed.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from approxifer import codec, data
+from approxifer import cache, codec, data
 from approxifer.serving import ServedModel
 
 __all__ = [
@@ -123,11 +125,16 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _save(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+def _check_done(entry: dict[str, np.ndarray]) -> None:
+    if entry["done"].dtype != bool or not np.isfinite(entry["out"][entry["done"]]).all():
+        raise ValueError("NaN or Inf among the outputs marked done")
+
+
+def _timings(entry: dict[str, np.ndarray]) -> dict:
+    timings = json.loads(str(entry["timings"]))
+    if not isinstance(timings, dict):
+        raise ValueError(f"timings is {timings!r}, not a JSON object")
+    return timings
 
 
 def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test", progress: bool = True) -> np.ndarray:
@@ -135,11 +142,9 @@ def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test"
     folder = "base" if split == "test" else split
     path = cache_dir() / folder / f"{model.dataset}-{model.cache_tag}-v{CACHE_VERSION}.npz"
     n_all = data.info(model.dataset).counts[split]
-    if path.exists():
-        with np.load(path) as z:
-            out, done = z["out"], z["done"]
-    else:
-        out, done = None, np.zeros(n_all, bool)
+    classes = len(data.info(model.dataset).classes)
+    entry = cache.load_npz(path, {"out": (n_all, classes), "done": (n_all,)}, check=_check_done)
+    out, done = (entry["out"], entry["done"]) if entry else (None, np.zeros(n_all, bool))
     flat = np.unique(indices)
     todo = flat[~done[flat]]
     if len(todo):
@@ -150,7 +155,7 @@ def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test"
             out = np.full((n_all, y.shape[1]), np.nan, np.float32) if out is None else out
             out[chunk] = y
         done[todo] = True
-        _save(path, out=out, done=done)
+        cache.save_npz(path, out=out, done=done)
     return out[indices]
 
 
@@ -175,10 +180,10 @@ def worker_outputs(
     path = cache_dir() / "coded" / f"{model.name}-K{K}-N{N}-s{seed}-{key}.npz"
     x, y = data.load(model.dataset, "test")
     base = base_outputs(model, groups, progress=progress)
-    if path.exists():
-        with np.load(path) as z:
-            coded, timings = z["coded"], json.loads(str(z["timings"]))
-        return WorkerOutputs(K, N, groups, y[groups], base, coded, timings, points)
+    shapes = {"coded": (len(groups), N, len(data.info(model.dataset).classes)), "timings": ()}
+    entry = cache.load_npz(path, shapes, finite=("coded",), check=_timings)
+    if entry:
+        return WorkerOutputs(K, N, groups, y[groups], base, entry["coded"], _timings(entry), points)
 
     parts, t_enc, t_inf = [], 0.0, 0.0
     starts = range(0, len(groups), chunk)
@@ -194,7 +199,7 @@ def worker_outputs(
         t_enc, t_inf = t_enc + t1 - t0, t_inf + time.perf_counter() - t1
     coded = np.concatenate(parts)
     timings = {"encode": t_enc / len(groups), "inference": t_inf / len(groups), "device": model.device}
-    _save(path, coded=coded, timings=json.dumps(timings))
+    cache.save_npz(path, coded=coded, timings=json.dumps(timings))
     return WorkerOutputs(K, N, groups, y[groups], base, coded, timings, points)
 
 

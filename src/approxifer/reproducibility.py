@@ -99,7 +99,7 @@ def model_cards() -> pd.DataFrame:
     time, and the start of its weights' sha256 (`model_commands` gives the commands that made them)."""
     rows = []
     for path in sorted(models.models_dir().glob("*.json")):
-        card = json.loads(path.read_text())
+        card = models.read_card(path)
         kind = "parity" if "parity" in card.get("kind", "") else "classical" if "library" in card else "base"
         rows.append({
             "model": path.stem, "kind": kind, "accuracy": card.get("test_accuracy", card.get("degraded_accuracy")),
@@ -113,7 +113,7 @@ def model_commands() -> pd.DataFrame:
     """The exact command each model card records, and what made the weights (torch or the fitting library)."""
     rows = []
     for path in sorted(models.models_dir().glob("*.json")):
-        card = json.loads(path.read_text())
+        card = models.read_card(path)
         rows.append({"model": path.stem, "command": card["command"],
                      "made with": card.get("torch_version", card.get("library", "–"))})  # fmt: skip
     return pd.DataFrame(rows).set_index("model")
