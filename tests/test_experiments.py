@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from approxifer import codec, data, experiments, models, train
+from approxifer import codec, data, experiments, inference, models
 from approxifer.experiments import ParameterError
 from approxifer.serving import ServedModel, served, torch_predictor
 
@@ -144,7 +144,7 @@ def test_fp32_is_the_model_itself_and_bf16_is_cached_apart(env):
         bf16.predict(x), fp32.predict(x)
     )
     auto = served("mnist", "mlp", "cpu", precision="auto")
-    assert auto.precision == ("bf16" if train.native_bf16(torch.device("cpu")) else "fp32")
+    assert auto.precision == ("bf16" if inference.native_bf16(torch.device("cpu")) else "fp32")
     idx = np.arange(50)
     experiments.base_outputs(fp32, idx, progress=False), experiments.base_outputs(bf16, idx, progress=False)
     assert len(list((env / "cache" / "base").iterdir())) == 2

@@ -6,13 +6,13 @@ import nbformat
 import pytest
 import torch
 
-from approxifer import cli, train
+from approxifer import cli, inference
 from approxifer import reproducibility as rp
 
 
 def test_execution_record_resolves_precision_on_this_machine():
     auto = rp.execution_record({"device": "cpu", "precision": "auto"})
-    assert auto["precision"] == ("bf16" if train.native_bf16(torch.device("cpu")) else "fp32")
+    assert auto["precision"] == ("bf16" if inference.native_bf16(torch.device("cpu")) else "fp32")
     assert auto["gpu"] is None and auto["cores"] >= 1 and auto["cpu"]
     assert rp.execution_record({"precision": "fp32"})["precision"] == "fp32"
     assert rp.execution_record({"n_test": 10})["precision"] is None  # a notebook that serves no model

@@ -56,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from approxifer import cache, codec, data, experiments, models, serving, train
+from approxifer import cache, codec, data, experiments, inference, models, serving, train
 from approxifer.experiments import CACHE_VERSION, ParameterError, WorkerOutputs
 from approxifer.train import Recipe
 
@@ -190,7 +190,7 @@ def evaluate_parity(
     groups = experiments.test_groups(base.dataset, K, seed=seed, n_test=n_test)
     _, y = data.load(base.dataset, "test")
     b = experiments.base_outputs(base, groups, progress=False).astype(np.float64)
-    p = train.predict(model, _summed_queries(base.dataset, groups), device).numpy().astype(np.float64)
+    p = inference.predict(model, _summed_queries(base.dataset, groups), device).numpy().astype(np.float64)
     mse = float(np.mean((p - b.sum(axis=1)) ** 2))
     acc = float(np.mean(reconstruct_all(p, b).argmax(-1) == y[groups]))
     return {"test_mse": mse, "degraded_accuracy": acc}
@@ -227,7 +227,7 @@ def train_parity(
     base_arch = base_arch or arch
     _check(dataset, base_arch, K)
     recipe = recipe or parity_recipe_for(dataset, arch)
-    dev = train.pick_device(device)
+    dev = inference.pick_device(device)
     run_dir = Path(run_dir or train.checkpoint_dir() / f"{dataset}-{parity_name(arch, K)}")
     base = serving.served(dataset, base_arch, device)  # sha256-verified; ModelError when missing
     torch.manual_seed(recipe.seed)
@@ -277,7 +277,7 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
     """Evaluate fp32 and fp16 weights on the whole test set; save (fp16 if the degraded-mode accuracy moves by at
     most 0.05 points) as ``models/<dataset>-<arch>-parityK<K>.*`` with a model card; return the card."""
     K = _check(dataset, arch, K)
-    dev = train.pick_device(device)
+    dev = inference.pick_device(device)
     base = serving.served(dataset, state["base_arch"], device)
     if base.fingerprint != state["base_sha256"]:
         raise models.ModelError(f"the base model {dataset}-{state['base_arch']} changed while the parity trained")
@@ -353,7 +353,7 @@ def served_parity(
     """The parity model as a black box (the same predictor as every served model), checked against its base."""
     card = load_parity_card(dataset, arch, K)
     _check_base(dataset, arch, K, card)
-    dev = train.pick_device(device)
+    dev = inference.pick_device(device)
     model = load_parity(dataset, arch, K, dev)
     name = f"{dataset}-{parity_name(arch, K)}"
     precision = serving.resolve_precision(precision, dev)

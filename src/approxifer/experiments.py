@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from approxifer import cache, codec, data
+from approxifer.errors import ParameterError
 from approxifer.serving import ServedModel
 
 __all__ = [
@@ -61,10 +62,6 @@ __all__ = [
 # bump when what is cached (inputs, encoding, inference) changes meaning; 2: keyed by precision too (1 was bf16)
 CACHE_VERSION = 2
 TRANSFORMS = ("logits", "probs", "logprobs")
-
-
-class ParameterError(ValueError):
-    """An experiment was asked for with parameters that cannot work."""
 
 
 def _int(name: str, value: object, minimum: int) -> int:
@@ -492,7 +489,7 @@ def check_params(
 ) -> None:
     """Validate a notebook's parameters up front; raise one `ParameterError` that says what is wrong."""
     from approxifer import models, serving
-    from approxifer.train import pick_device
+    from approxifer.inference import pick_device
 
     if isinstance(datasets, str):
         raise ParameterError(f"datasets must be a list of names, got the string {datasets!r}")

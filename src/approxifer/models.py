@@ -31,6 +31,7 @@ __all__ = [
     "models_dir",
     "read_card",
     "save",
+    "seed_variant",
     "weights_path",
 ]
 
@@ -112,6 +113,16 @@ def build(arch: str, dataset: str) -> nn.Module:
 
 
 # ---------------------------------------------------------------- trained weights
+
+
+def seed_variant(seed: int) -> str:
+    """The file suffix of a model trained with another seed than the recipe's default 0: ``-seed<k>``.
+
+    Seed 0 is the shipped model (``models/<dataset>-<arch>.*``); seed k is ``models/<dataset>-<arch>-seed<k>.*``,
+    trained with the same recipe, to measure how much a result depends on which trained model was drawn."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return f"-seed{seed}" if seed else ""
 
 
 def models_dir() -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from approxifer import data, models, serving, train
+from approxifer import data, inference, models, serving
 
 __all__ = [
     "datasets", "execution_record", "hardware", "model_cards", "model_commands", "published_runs", "software_versions",
@@ -51,10 +51,10 @@ def hardware() -> pd.DataFrame:
 def execution_record(params: dict) -> dict:
     """Where a notebook run with papermill `params` executes, and the inference precision its models are served at
     (`params["precision"]` resolved on this machine; notebooks that serve no model take no precision: None)."""
-    device = train.pick_device(params.get("device", "cpu"))
+    device = inference.pick_device(params.get("device", "cpu"))
     precision = serving.resolve_precision(params["precision"], device) if "precision" in params else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"cpu": _cpu(), "cores": os.cpu_count(), "gpu": gpu, "bf16_kernels": train.native_bf16(device),
+    return {"cpu": _cpu(), "cores": os.cpu_count(), "gpu": gpu, "bf16_kernels": inference.native_bf16(device),
             "precision": precision}  # fmt: skip
 
 

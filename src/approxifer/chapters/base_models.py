@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from approxifer import experiments as ex
-from approxifer import models, report, serving, train
+from approxifer import inference, models, report, serving
 from approxifer.report import MODEL_NAMES, NAMES, Chapter
 
 __all__ = ["run"]
@@ -29,7 +29,7 @@ def run(
     for a in archs:
         ex.check_params(datasets=datasets, arch=a)
     table = report.base_model_table(datasets, archs, device=device, precision=precision, n_test=n_test)
-    served = serving.resolve_precision(precision, train.pick_device(device))
+    served = serving.resolve_precision(precision, inference.pick_device(device))
     ch = Chapter(data={"table": table})
     rows = {}
     for r in table.reset_index().to_dict("records"):
@@ -73,7 +73,7 @@ def _seeds(ch: Chapter, seeds: Mapping[str, Sequence[int]], n_test: int | None) 
     rows = {}
     for d, ks in seeds.items():
         for k in (0, *ks):
-            card = models.load_card(d, "resnet18", variant=train.seed_variant(k))
+            card = models.load_card(d, "resnet18", variant=models.seed_variant(k))
             rows[(NAMES[d], k)] = {"test accuracy": card["test_accuracy"], "epochs": card["epochs"],
                                    "train time (min)": round(card["wall_time_s"] / 60),
                                    "precision": card.get("precision") or "float32"}  # fmt: skip
