@@ -1,5 +1,5 @@
 """The `approxifer` command: `data`, `train DATASET ARCH`, `train-parity DATASET ARCH K`, `fit-classical DATASET NAME`,
-`notebooks`."""
+`notebooks`, `serve-bench ...`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("data", "train", "train-parity", "fit-classical", "notebooks")
+    commands = ("data", "train", "train-parity", "fit-classical", "notebooks", "serve-bench")
     if argv[:1] in (["-h"], ["--help"]):
         print(f"usage: approxifer {{{','.join(commands)}}} ...\n\n{__doc__}")
         return
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
         classical.main(rest)
     elif command == "notebooks":
         run_notebooks(rest)
+    elif command == "serve-bench":
+        from approxifer.cluster import bench
+
+        bench.main(rest)
 
 
 def run_notebooks(argv: list[str]) -> None:
