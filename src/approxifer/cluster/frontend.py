@@ -66,6 +66,7 @@ class Result:
     t_end: float = math.nan
     compute: float = math.nan
     delay: float = math.nan
+    pid: int | None = None  # the worker's process (a new one after a restart)
 
 
 class Backend(Protocol):
@@ -291,7 +292,7 @@ class Frontend:
         task = self.trace.tasks[res.round, res.worker]
         task.update(
             recv=self.backend.now() - self.t0, start=res.t_start - self.t0, end=res.t_end - self.t0,
-            compute=res.compute, delay=res.delay, error=res.error,
+            compute=res.compute, delay=res.delay, error=res.error, pid=res.pid,
         )  # fmt: skip
         r = self.open.get(res.round)
         task["late"] = r is None

@@ -17,14 +17,17 @@ Everything stays on the machine's loopback when Ray runs locally; every run ends
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
+import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -133,7 +136,7 @@ class Worker:
         if delay > 0:
             time.sleep(delay)
         return {"y": np.asarray(y, np.float32), "t_start": t_start, "t_end": time.time(), "compute": compute,
-                "delay": delay}  # fmt: skip
+                "delay": delay, "pid": os.getpid()}  # fmt: skip
 
 
 class Hog:
@@ -184,8 +187,9 @@ class RayBackend:
         except ray.exceptions.RayError as e:  # cancelled, or the actor is dead for good
             return Result(round_id, worker, error=type(e).__name__)
         return Result(
-            round_id, worker, d["y"], t_start=d["t_start"], t_end=d["t_end"], compute=d["compute"], delay=d["delay"]
-        )
+            round_id, worker, d["y"], t_start=d["t_start"], t_end=d["t_end"], compute=d["compute"], delay=d["delay"],
+            pid=d["pid"],
+        )  # fmt: skip
 
     def cancel(self, round_id: int) -> None:
         for ref in self.by_round.pop(round_id, []):
@@ -220,15 +224,60 @@ def hardware() -> dict:
             "load_1min": round(os.getloadavg()[0], 2)}  # fmt: skip
 
 
+def _call_all(actors: list, method: str, args: list[tuple], timeout: float) -> list:
+    """Call `method` on every actor and wait for all; an actor that is restarting is asked again until `timeout`."""
+    end, out = time.time() + timeout, [None] * len(actors)
+    todo = list(range(len(actors)))
+    while todo:
+        refs = {getattr(actors[i], method).remote(*args[i]): i for i in todo}
+        todo = []
+        for ref, i in refs.items():
+            try:
+                out[i] = ray.get(ref, timeout=max(1.0, end - time.time()))
+            except ray.exceptions.ActorUnavailableError:
+                todo.append(i)
+            except ray.exceptions.GetTimeoutError:
+                raise RuntimeError(f"worker {i} did not answer {method!r} within {timeout:g} s") from None
+        if todo:
+            if time.time() > end:
+                raise RuntimeError(f"workers {todo} were still restarting after {timeout:g} s")
+            time.sleep(0.5)
+    return out
+
+
+def descendants() -> set[int]:
+    """Process ids of this process's living descendants (from Linux's /proc; empty elsewhere)."""
+    parent = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parent[int(d.name)] = int(fields[1])
+    found, todo = set(), [os.getpid()]
+    while todo:
+        kids = [c for c, p in parent.items() if p == todo[-1]]
+        todo.pop()
+        found.update(kids)
+        todo += kids
+    return found
+
+
 def _start_ray(address: str | None, cpus: int | None, attempts: int = 3) -> None:
-    """`ray.init`, tried again when the local node misses Ray's fixed 30 s start-up window (a busy machine)."""
+    """`ray.init`, tried again when the local node misses Ray's fixed 30 s start-up window (a busy machine); the
+    processes a failed attempt started are ended before the next one."""
     for attempt in range(attempts):
+        before = descendants()
         try:
             ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                      logging_level="ERROR")  # fmt: skip
             return
         except Exception as e:
             ray.shutdown()
+            for pid in descendants() - before:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
             if "timed out during startup" not in str(e) or attempt == attempts - 1:
                 raise RuntimeError(f"Ray did not start: {e}") from None
 
@@ -265,7 +314,8 @@ class Cluster:
                 opts["num_gpus"], device = min(1.0, gpus / workers), "cuda"
             remote = ray.remote(Worker).options(**opts)
             self.actors = [remote.remote(i, source, device) for i in range(workers)]
-            self.pids = ray.get([a.pid.remote() for a in self.actors], timeout=start_timeout)
+            self.start_timeout = start_timeout
+            _call_all(self.actors, "pid", [()] * workers, start_timeout)
         except BaseException:
             self.close()
             raise
@@ -324,7 +374,7 @@ class Cluster:
         ]
         actors = self.actors[: scheme.N]
         shape = tuple(data.to_tensor(x[:1], self.source.dataset).shape[1:])
-        pids = ray.get([a.prepare.remote(s.role, s.K, shape) for a, s in zip(actors, specs, strict=True)])
+        before = _call_all(actors, "prepare", [(s.role, s.K, shape) for s in specs], self.start_timeout)
         hogs = [ray.remote(Hog).options(num_cpus=0).remote() for _ in range(stragglers.hog)]
         limit = float(arrivals[-1]) + drain_s
         for h in hogs:
@@ -343,11 +393,11 @@ class Cluster:
         for h in hogs:
             ray.kill(h)
         trace.stages = dict(backend.stages)
-        after = ray.get([a.pid.remote() for a in actors], timeout=drain_s)
+        after = _call_all(actors, "pid", [()] * len(actors), self.start_timeout)  # waits for restarted workers
         config = {
             "dataset": self.source.dataset, "model": getattr(self.source, "arch", type(self.source).__name__),
             "rate": rate, "deadline_ms": deadline_ms, "kill_worker": kill_worker, "seed": seed,
-            "straggler": stragglers.spec(), "restarts": sum(a != b for a, b in zip(pids, after, strict=True)),
+            "straggler": stragglers.spec(), "restarts": sum(a != b for a, b in zip(before, after, strict=True)),
             "adversaries": sorted(adversaries), **hardware(),
         }  # fmt: skip
         return Run(trace, y[image], config)
