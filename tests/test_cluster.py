@@ -101,7 +101,7 @@ def test_a_killed_worker_loses_nothing(cluster):
     assert (s["sent"], s["answered"], s["failed"], s["lost"], s["restarts"]) == (Q, Q, 0, 0, 1)
     killed = Q // K // 2
     task = run.trace.tasks[killed, 2]  # in flight when its worker was killed: it failed, or its round had closed
-    assert task["attempts"] > 1 or task.get("error") in ("ActorUnavailableError", "TaskCancelledError")
+    assert task["attempts"] > 1 or task.get("error") == "ActorUnavailableError"
     assert 2 not in run.trace.rounds[killed]["returned"]  # a straggler: the round decoded without it
     for r in run.trace.rounds:
         np.testing.assert_array_equal(run.trace.prediction[r["queries"]], offline(

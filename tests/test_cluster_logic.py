@@ -201,8 +201,8 @@ def test_a_linear_code_is_added_in_a_few_lines():
                                                                                encoder=enc, decoder=dec))  # fmt: skip
     try:
         mine, apx = schemes.make("berrut-matrices", 3, 2), schemes.make("approxifer", 3, 2)
-        X = torch.randn(3, 7)
-        np.testing.assert_allclose(mine.encode(X), apx.encode(X), rtol=1e-6)
+        X = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+        np.testing.assert_allclose(mine.encode(X), apx.encode(X), rtol=1e-5, atol=1e-6)
         Y = np.random.default_rng(1).normal(size=(3, C))
         np.testing.assert_allclose(mine.decode([4, 0, 2], Y), apx.decode([4, 0, 2], Y))
     finally:
@@ -267,8 +267,8 @@ class OneStall:
         return 1.0 if (round_id, worker) == (0, 0) else 0.0
 
 
-def test_simulator_is_fcfs_deterministic_and_drops_cancelled_tasks():
-    """Worker 0's stall in round 0 does not delay later rounds: they decode without it and cancel its queued tasks."""
+def test_simulator_is_fcfs_and_deterministic_and_coded_rounds_skip_a_stalled_queue():
+    """Worker 0's stall in round 0 holds up its queue, not the later rounds: they decode without it."""
     svc = ServiceModel(const(0.01), const(0.001), const(0.0), const(0.002), {})
     lone = simulate(schemes.make("uncoded", 1), svc, queries=1, rate=1.0, stragglers=Stragglers.parse("none"))
     assert lone.trace.latency[0] == pytest.approx(0.013)  # inbound + compute + outbound
@@ -284,7 +284,7 @@ def test_simulator_is_fcfs_deterministic_and_drops_cancelled_tasks():
 
 def test_service_model_reads_a_trace_and_measure_stages_times_real_code():
     run = simulate(schemes.make("approxifer", 4, 1), FAST, queries=200, rate=100.0)
-    done = [t for t in run.trace.tasks.values() if "start" in t]  # the others were cancelled before they started
+    done = [t for t in run.trace.tasks.values() if "start" in t]  # the others were still running at the end
     assert len(done) >= 4 * 50 and all(t["submit"] <= t["start"] <= t["end"] <= t["recv"] for t in done)
     svc = ServiceModel.from_trace(run.trace)
     assert svc.compute == pytest.approx(1e-3) and np.allclose(svc.outbound, 2e-4) and len(svc.inbound)

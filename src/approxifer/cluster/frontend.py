@@ -14,7 +14,9 @@ discrete-event simulator (`simulate.SimBackend`, virtual time). Per query:
 4. **Deadline.** With a deadline, a round still open `deadline` seconds after its dispatch answers what the returned
    set can give (`Scheme.salvageable`: any subset for ApproxIFER) and fails the rest explicitly.
 5. **Bounded.** The load is bounded in count and time; at `limit` seconds every open round is closed the same way.
-   Tasks of a closed round that have not started are cancelled.
+   Tasks of a closed round still run on their workers (their results are recorded as late): Ray's `ray.cancel` of
+   queued actor tasks blocked a worker's queue for good in our runs (Ray 2.60; compare ray-project/ray#60850), so
+   nothing is cancelled, on Ray or in the simulator.
 
 Every query ends *answered* (a prediction) or *failed* (with a reason); ``lost`` counts those that ended neither
 and is zero unless this module has a bug (the run's summary reports it all the same).
@@ -80,14 +82,10 @@ class Backend(Protocol):
         """Results that arrived within `timeout` s (returns as soon as there is one, else empty at the timeout)."""
         ...
 
-    def cancel(self, round_id: int) -> None:
-        """Drop the round's tasks that have not started."""
-        ...
-
     def kill(self, worker: int) -> None: ...
 
     def stage(self, name: str) -> AbstractContextManager:
-        """Frontend work (encode, submit, decode): timed for real, or charged to the simulated clock."""
+        """Frontend work (prepare a query, encode a group, submit a task, decode): timed for real, or charged to the simulated clock."""
         ...
 
 
@@ -261,7 +259,8 @@ class Frontend:
         r = self.filling
         r.queries.append(q)
         if early := self.scheme.early(len(r.queries) - 1):
-            x = None if self.inputs is None else self.inputs([q])[0].numpy()
+            with self._stage("prepare"):
+                x = None if self.inputs is None else self.inputs([q])[0].numpy()
             self.trace.dispatch[q] = self.backend.now() - self.t0
             for w in early:
                 self._submit(r, w, x)
@@ -272,10 +271,11 @@ class Frontend:
         """The group is complete (or waited `max_wait`): encode it and send every worker that has no task yet."""
         s, k = self.scheme, len(r.queries)
         self.filling = None
-        with self._stage("encode"):  # a partial group is padded by repeating its queries
-            todo = [w for w in range(s.N) if w not in r.sent]
-            X = None if self.inputs is None or not todo else self.inputs([r.queries[j % k] for j in range(s.K)])
-            coded = None if X is None else s.encode(X).numpy()
+        todo, coded = [w for w in range(s.N) if w not in r.sent], None
+        if todo:
+            with self._stage("encode"):  # a partial group is padded by repeating its queries
+                X = None if self.inputs is None else self.inputs([r.queries[j % k] for j in range(s.K)])
+                coded = None if X is None else s.encode(X).numpy()
         r.sealed, r.t_dispatch = True, self.backend.now() - self.t0
         for w in todo:
             self._submit(r, w, None if coded is None else coded[w])
@@ -332,7 +332,7 @@ class Frontend:
         r.answered |= which
 
     def _close(self, r: Round, how: str) -> None:
-        """End a round: answer what the returned set can still give, fail the rest, cancel its pending tasks."""
+        """End a round: answer what the returned set can still give, fail the rest."""
         k = len(r.queries)
         salvage = self.scheme.salvageable(r.returned) & ~r.answered if r.returned else np.zeros_like(r.answered)
         if salvage[:k].any():
@@ -343,7 +343,6 @@ class Frontend:
                                     "closed": self.backend.now() - self.t0}  # fmt: skip
         del self.open[r.id]
         r.inputs.clear()
-        self.backend.cancel(r.id)
 
     def _end(self, q: int, status: int, prediction: int, how: str) -> None:
         tr = self.trace

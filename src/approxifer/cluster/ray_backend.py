@@ -7,8 +7,8 @@
   (``max_restarts``); the tasks a killed worker held fail, count as stragglers, and the frontend sends them again
   (every `Frontend.retry_after` seconds until the actor is back) for as long as their round is open: nothing is
   lost.
-* **RayBackend** submits tasks, waits on them with ``ray.wait`` and cancels a closed round's tasks that have not
-  started (``ray.cancel``: a running task finishes, its result is recorded as late).
+* **RayBackend** submits tasks and waits on them with ``ray.wait``; a closed round's tasks still run (their results
+  are recorded as late; see `frontend` for why nothing is cancelled).
 * **Cluster** starts Ray (locally, or joins ``address``), starts a pool of workers and runs `Frontend` rounds on it;
   it shuts everything down when closed (use it as a context manager).
 
@@ -158,7 +158,6 @@ class RayBackend:
     def __init__(self, actors: list, specs: list[TaskSpec]) -> None:
         self.actors, self.specs = actors, specs
         self.refs: dict = {}  # ObjectRef -> (round, worker)
-        self.by_round: dict[int, list] = defaultdict(list)
         self.stages: dict[str, list[float]] = defaultdict(list)
 
     def now(self) -> float:
@@ -167,7 +166,6 @@ class RayBackend:
     def submit(self, round_id: int, worker: int, x: np.ndarray | None) -> None:
         ref = self.actors[worker].infer.remote(round_id, x, self.specs[worker])
         self.refs[ref] = (round_id, worker)
-        self.by_round[round_id].append(ref)
 
     def wait(self, timeout: float) -> list[Result]:
         if not self.refs:
@@ -184,17 +182,12 @@ class RayBackend:
             d = ray.get(ref)
         except ray.exceptions.ActorUnavailableError as e:  # killed or restarting: send it again later
             return Result(round_id, worker, error=type(e).__name__, retry=True)
-        except ray.exceptions.RayError as e:  # cancelled, or the actor is dead for good
+        except ray.exceptions.RayError as e:  # the actor is dead for good
             return Result(round_id, worker, error=type(e).__name__)
         return Result(
             round_id, worker, d["y"], t_start=d["t_start"], t_end=d["t_end"], compute=d["compute"], delay=d["delay"],
             pid=d["pid"],
         )  # fmt: skip
-
-    def cancel(self, round_id: int) -> None:
-        for ref in self.by_round.pop(round_id, []):
-            if ref in self.refs:
-                ray.cancel(ref)
 
     def kill(self, worker: int) -> None:
         ray.kill(self.actors[worker], no_restart=False)
@@ -206,12 +199,11 @@ class RayBackend:
         self.stages[name].append(time.perf_counter() - t)
 
     def drain(self, timeout: float) -> list[Result]:
-        """The results still on their way (late stragglers, cancelled tasks), waited for up to `timeout` s."""
+        """The results still on their way (late stragglers), waited for up to `timeout` s; the rest are forgotten."""
         end, out = time.time() + timeout, []
         while self.refs and time.time() < end:
             out += self.wait(end - time.time())
-        for ref in list(self.refs):
-            ray.cancel(ref)
+        self.refs.clear()
         return out
 
 
@@ -397,6 +389,7 @@ class Cluster:
         config = {
             "dataset": self.source.dataset, "model": getattr(self.source, "arch", type(self.source).__name__),
             "rate": rate, "deadline_ms": deadline_ms, "kill_worker": kill_worker, "seed": seed,
+            "kill_round": None if kill is None else kill[1],
             "straggler": stragglers.spec(), "restarts": sum(a != b for a, b in zip(before, after, strict=True)),
             "adversaries": sorted(adversaries), **hardware(),
         }  # fmt: skip

@@ -104,7 +104,7 @@ class Uncoded(Scheme):
 @dataclass(frozen=True)
 class Replication(Scheme):
     def encode(self, X: torch.Tensor) -> torch.Tensor:
-        return X[torch.arange(self.N) % self.K]
+        return X.index_select(0, torch.arange(self.N) % self.K)
 
     def early(self, j: int) -> tuple[int, ...]:
         return tuple(range(j, self.N, self.K))

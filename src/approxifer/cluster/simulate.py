@@ -10,7 +10,7 @@ $c + D$ and is back at the frontend $b$ after it ended, where
 
 The frontend's own work (encode per round, submit per task, decode per answer) advances the virtual clock by a cost
 drawn from what the Ray run measured, or, to extrapolate to other K and N, from timings of the scheme's real encode
-and decode on real inputs (`measure_stages`). Cancelled tasks that have not started are dropped, as Ray does.
+and decode on real inputs (`measure_stages`). As on Ray, the tasks of a closed round still run.
 Killing a worker is not simulated.
 """
 
@@ -43,7 +43,7 @@ class ServiceModel:
     inbound: np.ndarray  # submit -> start, for tasks that found their worker idle
     gap: np.ndarray  # previous end -> start, for tasks that had to queue
     outbound: np.ndarray  # end -> received by the frontend
-    stages: dict[str, np.ndarray] = field(default_factory=dict)  # frontend: encode, submit, decode
+    stages: dict[str, np.ndarray] = field(default_factory=dict)  # frontend: prepare, encode, submit, decode
 
     @classmethod
     def from_trace(cls, trace: Trace) -> ServiceModel:
@@ -90,7 +90,7 @@ class SimBackend:
         self.busy = [False] * N
         self.events: list[tuple[float, int, str, tuple]] = []
         self.seq = 0
-        self.cancelled: set[int] = set()
+        self.busy_time = 0.0  # virtual seconds the frontend spent on its own work
 
     def _draw(self, samples: np.ndarray) -> float:
         return float(samples[self.rng.integers(len(samples))]) if len(samples) else 0.0
@@ -106,10 +106,8 @@ class SimBackend:
         self._push(self.t + self._draw(self.service.inbound), "arrive", (round_id, worker))
 
     def _start(self, worker: int, t: float) -> None:
-        while self.queue[worker]:
+        if self.queue[worker]:
             round_id = self.queue[worker].popleft()
-            if round_id in self.cancelled:
-                continue
             compute = self._draw(self.service.compute)
             delay = self.stragglers.delay(self.seed, round_id, worker)
             self.busy[worker] = True
@@ -120,8 +118,7 @@ class SimBackend:
     def wait(self, timeout: float) -> list[Result]:
         horizon = self.t + timeout
         while self.events and self.events[0][0] <= horizon:
-            t, _, kind, p = heapq.heappop(self.events)
-            self.t = t
+            t, _, kind, p = heapq.heappop(self.events)  # worker events keep their own times
             if kind == "arrive":
                 round_id, worker = p
                 self.queue[worker].append(round_id)
@@ -138,14 +135,12 @@ class SimBackend:
                     self._push(t + self._draw(self.service.gap), "next", (worker,))
             elif kind == "next":
                 self._start(p[0], t)
-            else:
+            else:  # a result: the frontend sees it now, or when it is done with its own work
+                self.t = max(self.t, t)
                 round_id, worker, start, end, compute, delay = p
                 return [Result(round_id, worker, t_start=start, t_end=end, compute=compute, delay=delay)]
-        self.t = horizon
+        self.t = max(self.t, horizon)
         return []
-
-    def cancel(self, round_id: int) -> None:
-        self.cancelled.add(round_id)
 
     def kill(self, worker: int) -> None:
         raise ParameterError("the simulator does not kill workers; measure faults on Ray")
@@ -153,7 +148,9 @@ class SimBackend:
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         yield
-        self.t += self._draw(self.service.stages.get(name, np.zeros(0)))
+        cost = self._draw(self.service.stages.get(name, np.zeros(0)))
+        self.t += cost
+        self.busy_time += cost
 
 
 def simulate(
@@ -173,15 +170,18 @@ def simulate(
     arguments (no outputs: `summary()` has latencies and counts, no accuracy)."""
     stragglers = stragglers or Stragglers()
     arrivals = poisson_arrivals(queries, rate, max_seconds=max_seconds or 3 * queries / rate, seed=seed)
+    backend = SimBackend(scheme.N, service, stragglers, seed)
     fe = Frontend(
         scheme,
-        SimBackend(scheme.N, service, stragglers, seed),
+        backend,
         deadline=None if deadline_ms is None else deadline_ms / 1e3,
         max_wait=(2 * scheme.K / rate) if max_wait_ms is None else max_wait_ms / 1e3,
         limit=float(arrivals[-1]) + drain_s,
     )
-    config = {"rate": rate, "deadline_ms": deadline_ms, "seed": seed, "straggler": stragglers.spec(), "simulated": True}
-    return Run(fe.run(arrivals), None, config)
+    trace = fe.run(arrivals)
+    config = {"rate": rate, "deadline_ms": deadline_ms, "seed": seed, "straggler": stragglers.spec(), "simulated": True,
+              "frontend_busy": backend.busy_time / max(backend.t, 1e-12)}  # fmt: skip
+    return Run(trace, None, config)
 
 
 def measure_stages(scheme: Scheme, dataset: str, *, reps: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
