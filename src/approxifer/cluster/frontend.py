@@ -85,7 +85,8 @@ class Backend(Protocol):
     def kill(self, worker: int) -> None: ...
 
     def stage(self, name: str) -> AbstractContextManager:
-        """Frontend work (prepare a query, encode a group, submit a task, decode): timed for real, or charged to the simulated clock."""
+        """Frontend work (prepare a query, encode a group, submit a task, decode): timed for real, or charged to the
+        simulated clock."""
         ...
 
 
