@@ -323,3 +323,39 @@ def test_serve_bench_rejects_bad_arguments_with_one_message(extra, match, capsys
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and len(err[0]) < 400
+
+
+# ---------------------------------------------------------------- the chapter's study (on simulated runs)
+
+
+def test_the_serving_chapter_reads_its_runs_into_tables_figures_and_glue():
+    """`chapters.serving.chapter` on simulated runs with real outputs: every table without NaN, every glued value."""
+    from approxifer.chapters import serving as sv
+    from approxifer.cluster.frontend import Run
+
+    inputs, labels = mnist_inputs()
+
+    def run(scheme, rate, deadline=None, **config):
+        arrivals = poisson_arrivals(24, rate)
+        fe = Frontend(scheme, OutputSim(scheme.N, FAST, Stragglers(), 0), inputs=inputs, max_wait=2 * scheme.K / rate,
+                      deadline=None if deadline is None else deadline / 1e3)  # fmt: skip
+        return Run(fe.run(arrivals), labels[:24], {"load_1min": 1.0, "cores": 2, "restarts": 0} | config)
+
+    K, S, rates = 2, [1, 2], [20.0, 40.0]
+    runs = {(sv.label(s), r): run(s, r) for r in rates for s in sv.plan(K, S)}
+    main = schemes.make("approxifer", K, 1)
+    timed = {d: run(main, 40.0, d) for d in (3.0, 6.0)}
+    fault = run(main, 40.0, kill_worker=1, kill_round=3)
+    ch = sv.chapter(runs, timed, fault, dataset="mnist", arch="mlp", K=K, S=S, rates=rates, stragglers=Stragglers(),
+                    sim_Ks=[2, 4], sim_S=[1], sim_queries=200)  # fmt: skip
+    assert set(ch.tables) == {"tails", "deadline", "fault", "accounting", "validation", "extrapolation"}
+    for name, table in ch.tables.items():
+        text = table.to_string()
+        assert "nan" not in text.lower() and "True" not in text and "False" not in text, name
+    assert (ch.tables["accounting"]["lost"] == 0).all() and len(ch.tables["tails"]) == 2 * 5
+    assert set(ch.figures) == {"tails", "deadline", "fault", "extrapolation"}
+    for fig in ch.figures.values():
+        assert fig.get_figwidth() <= 7.5 and len(fig.axes) <= 2
+    assert ch.glue["srv_fault_lost"] == 0 and ch.glue["srv_vs_uncoded"] in ("shorter than", "longer than",
+                                                                             "not distinguishable from")  # fmt: skip
+    assert all(not (isinstance(v, float) and math.isnan(v)) for v in ch.glue.values())

@@ -18,11 +18,13 @@ Everything stays on the machine's loopback when Ray runs locally; every run ends
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import platform
 import signal
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +33,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import ray
 import torch
 
 from approxifer import attacks, data, models
@@ -40,6 +41,13 @@ from approxifer.cluster.frontend import Frontend, Result, Run, poisson_arrivals
 from approxifer.cluster.schemes import Scheme
 from approxifer.errors import ParameterError
 from approxifer.serving import ServedModel
+
+# Ray's import, in a notebook without ipywidgets, logs that rich output is unavailable and trips tqdm's IProgress
+# warning: neither says anything about a run, so they are kept off the page.
+logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import ray
 
 __all__ = ["Cluster", "ModelSource", "TaskSpec", "TrainedModels", "hardware"]
 
