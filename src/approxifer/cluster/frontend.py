@@ -6,11 +6,13 @@ discrete-event simulator (`simulate.SimBackend`, virtual time). Per query:
 1. **Batching.** Queries join the open group in arrival order; a group leaves when it holds K queries, or when its
    oldest query has waited `max_wait` (a partial group of k < K is padded by repeating its queries, and only the
    k real ones are answered).
-2. **Dispatch.** The scheme encodes the group; each of its N workers gets one task.
+2. **Dispatch.** A systematic scheme's workers for query slot j (`Scheme.early`) get the query the moment it
+   arrives; once the group leaves, the scheme encodes it and every other worker gets its task.
 3. **Answers.** As results come in, every query the scheme can answer from the returned set is answered at once
    (`Scheme.answerable`): exact outputs as they arrive for systematic schemes, all K once the decoder has its
-   N - S results (the locator's count in Byzantine mode) for coded ones. A worker whose task fails (its actor died
-   and could not be restarted) counts as a straggler.
+   N - S results (the locator's count in Byzantine mode) for coded ones. A task whose worker is restarting fails
+   and is sent again every `retry_after` seconds while its round is open; a worker dead for good counts as a
+   straggler.
 4. **Deadline.** With a deadline, a round still open `deadline` seconds after its dispatch answers what the returned
    set can give (`Scheme.salvageable`: any subset for ApproxIFER) and fails the rest explicitly.
 5. **Bounded.** The load is bounded in count and time; at `limit` seconds every open round is closed the same way.

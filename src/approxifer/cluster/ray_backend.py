@@ -219,9 +219,11 @@ class RayBackend:
 
 
 def hardware() -> dict:
-    """The machine a run measures: CPU, cores, load average (1 min) while it ran."""
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "load_1min": round(os.getloadavg()[0], 2)}  # fmt: skip
+    """The machine a run measures: CPU model, cores, load average (1 min) when it ended."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError, StopIteration), open("/proc/cpuinfo") as f:
+        cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    return {"cpu": cpu, "cores": os.cpu_count(), "load_1min": round(os.getloadavg()[0], 2)}
 
 
 def _call_all(actors: list, method: str, args: list[tuple], timeout: float) -> list:

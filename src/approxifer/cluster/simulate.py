@@ -25,14 +25,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from approxifer import data
 from approxifer.cluster.delays import Stragglers
 from approxifer.cluster.frontend import Frontend, Result, Run, Trace, poisson_arrivals
 from approxifer.cluster.schemes import Scheme
 from approxifer.errors import ParameterError
+from approxifer.serving import ServedModel
 
-__all__ = ["ServiceModel", "SimBackend", "measure_stages", "simulate"]
+__all__ = ["ServiceModel", "SimBackend", "measure_compute", "measure_stages", "simulate"]
 
 
 @dataclass
@@ -77,6 +79,10 @@ class ServiceModel:
     def with_stages(self, stages: dict[str, np.ndarray]) -> ServiceModel:
         """The same worker distributions with other frontend costs (e.g. `measure_stages` of another K, N)."""
         return ServiceModel(self.compute, self.inbound, self.gap, self.outbound, {**self.stages, **stages})
+
+    def with_compute(self, compute: np.ndarray) -> ServiceModel:
+        """The same distributions with another compute time per task (e.g. `measure_compute`: a core per worker)."""
+        return ServiceModel(np.asarray(compute, float), self.inbound, self.gap, self.outbound, self.stages)
 
 
 class SimBackend:
@@ -182,6 +188,24 @@ def simulate(
     config = {"rate": rate, "deadline_ms": deadline_ms, "seed": seed, "straggler": stragglers.spec(), "simulated": True,
               "frontend_busy": backend.busy_time / max(backend.t, 1e-12)}  # fmt: skip
     return Run(trace, None, config)
+
+
+def measure_compute(model: ServedModel, *, reps: int = 50, seed: int = 0) -> np.ndarray:
+    """Seconds the model takes on one query, alone on one thread, `reps` times (after one untimed warm-up): the
+    compute time of a worker that has a core to itself."""
+    x, _ = data.load(model.dataset, "test")
+    ids = np.random.default_rng(seed).choice(len(x), reps + 1, replace=False)
+    threads, out = torch.get_num_threads(), []
+    torch.set_num_threads(1)
+    try:
+        for i in ids:
+            q = data.to_tensor(x[[i]], model.dataset)
+            t = time.perf_counter()
+            model.predict(q)
+            out.append(time.perf_counter() - t)
+    finally:
+        torch.set_num_threads(threads)
+    return np.array(out[1:])
 
 
 def measure_stages(scheme: Scheme, dataset: str, *, reps: int = 50, seed: int = 0) -> dict[str, np.ndarray]:
