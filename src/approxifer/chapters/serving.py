@@ -275,6 +275,7 @@ def fault_figure(fault: Run):
                label="in the round whose worker was killed")  # fmt: skip
     ax.axvline(tr.rounds[kill]["dispatch"], color="C3", lw=1, ls=":", label="kill")
     ax.set(xlabel="arrival time (s)", ylabel="latency (ms)", yscale="log")
+    _plain(ax)
     report.legend_outside(fig, ax, ncols=3)
     return fig
 
