@@ -4,7 +4,8 @@ One Ray session (`cluster.ray_backend.Cluster`) serves Poisson arrivals with eac
 tolerated straggler — uncoded ($N = K$), replication and ParM ($N = K + 1$), ApproxIFER ($N = K + S$) — at several
 rates, then ApproxIFER with decoding deadlines, then ApproxIFER with a worker killed mid-run. The discrete-event
 simulator (`cluster.simulate`), driven by the same frontend and by the service times each run measured, replays
-every run (it must match p50 and p99 within 20 %) before it extrapolates p99.9 to 100+ workers.
+every run (the page counts those it matches within 20 % on p50 and p99) before it extrapolates p99.9 to 100+
+workers.
 """
 
 from __future__ import annotations
