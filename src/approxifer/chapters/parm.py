@@ -79,8 +79,10 @@ def run(
     ch.glue |= {"parm_best_gap": best.approxifer_all - best.parm_lost, "parm_best_dataset": NAMES[d_best],
                 "parm_best_K": K_best,
                 "parm_P_best_gap": max(a - p for row in anchors.PARM.values() for a, p in row.values())}  # fmt: skip
-    lost_wins = [NAMES[d] for (d, _), r in gap.items() if r.gap_lost_high < 0]
-    ch.glue["parm_lost_below"] = ", ".join(dict.fromkeys(lost_wins)) or "none"
+    below = [NAMES[d] for (d, _), r in gap.items() if r.gap_lost_high < 0]
+    above = [NAMES[d] for (d, _), r in gap.items() if r.gap_lost_low > 0]
+    ch.glue["parm_lost_below"] = ", ".join(dict.fromkeys(below)) or "no dataset"
+    ch.glue["parm_lost_above"] = ", ".join(dict.fromkeys(above)) or "no dataset"
     return ch
 
 
