@@ -344,3 +344,12 @@ def test_study_parameters_are_checked():
     with pytest.raises(experiments.ParameterError, match="S >= 1 straggler"):
         code_study.check_params(schemes=["approxifer", "systematic"], grid=[[8, 0]], datasets=["mnist"])
     assert math.isclose(codes.mean_lebesgue(codes.systematic(4, 5), 0), 1.0)
+
+
+def test_any_subset_of_the_berrut_code_is_the_stragglers_chapter_curve(env):
+    model = linear_model()
+    wo = experiments.worker_outputs(model, 3, 5, n_test=60)
+    ours = code_study.any_subset(codes.berrut(3, 5), wo, seed=2)
+    theirs = experiments.any_subset(wo, seed=2)
+    assert np.allclose(ours["acc"].to_numpy(), theirs["accuracy"].to_numpy(), atol=1e-12)
+    assert ours["returned"].tolist() == theirs["returned"].tolist()

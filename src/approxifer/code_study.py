@@ -72,8 +72,10 @@ __all__ = [
     "parm_rounds",
     "reconstructed",
     "scan_figure",
+    "scan_glue",
     "serve",
     "subset_figure",
+    "subset_glue",
     "theory_table",
 ]
 
@@ -83,6 +85,12 @@ NAMES = codes.SCHEMES | {"replication": "replication", "uncoded": "uncoded", "pa
 SHORT = {"approxifer": "ApproxIFER", "systematic": "systematic", "syslebesgue": "syst., Lebesgue",
          "fh1": "FH, d = 1", "fh2": "FH, d = 2", "endpoints": "endpoints", "lebesgue": "Lebesgue pts",
          "replication": "replication", "uncoded": "uncoded", "parm": "ParM"}  # fmt: skip
+
+
+#: The theory table's columns as a reader reads them.
+THEORY_COLUMNS = {"a_base": "base", "a_rec": "reconstructed", "break-even": "break-even",
+                  "break-even, guessing": "break-even (guess)", "predicted": "predicted", "measured": "measured",
+                  "gain predicted": "gain, predicted", "gain measured": "gain, measured"}  # fmt: skip
 
 
 def _key(dataset: str) -> str:
@@ -128,6 +136,7 @@ class Rounds:
     correct: np.ndarray  # (G, K) bool
     lost: np.ndarray  # (G, K) bool: the query each straggler carries most
     returned: np.ndarray  # (G, R) the workers that returned
+    groups: np.ndarray  # (G,) the image group each round served (rounds of one group are resampled together)
     decoded: np.ndarray | None = None  # (G, K, C) the decoded outputs (codes only)
 
     def lost_correct(self) -> np.ndarray:
@@ -163,7 +172,8 @@ def serve(code: Code, wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> Ro
     returned, _ = _draw(wo.K, wo.N, wo.G * draws, seed)
     decoded = _decode(code, _tile(wo.coded, draws), returned)
     correct = decoded.argmax(-1) == _tile(wo.labels, draws)
-    return Rounds(code.name, wo.K, wo.N - wo.K, correct, lost_mask(code.encoder, returned), returned, decoded)
+    groups = _tile(np.arange(wo.G), draws)
+    return Rounds(code.name, wo.K, wo.N - wo.K, correct, lost_mask(code.encoder, returned), returned, groups, decoded)
 
 
 def baseline_rounds(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> dict[str, Rounds]:
@@ -176,9 +186,10 @@ def baseline_rounds(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> dict
     rep = experiments.replication_correct(tiled, returned)
     answered = draw_returned(tiled.G, K, min(S, K), copy.deepcopy(rng))  # the draw uncoded_correct makes next
     unc = experiments.uncoded_correct(tiled, S, rng)
+    groups = _tile(np.arange(wo.G), draws)
     return {
-        "replication": Rounds("replication", K, S, rep, lost_mask(replicas, returned), returned),
-        "uncoded": Rounds("uncoded", K, S, unc, lost_mask(np.eye(K), answered), answered),
+        "replication": Rounds("replication", K, S, rep, lost_mask(replicas, returned), returned, groups),
+        "uncoded": Rounds("uncoded", K, S, unc, lost_mask(np.eye(K), answered), answered, groups),
     }
 
 
@@ -198,7 +209,8 @@ def parm_rounds(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: 
     everyone = np.broadcast_to(np.arange(wo.N), (len(r.straggler), wo.N))
     returned = everyone[everyone != r.straggler[:, None]].reshape(-1, wo.K)
     encoder = np.vstack([np.eye(wo.K), np.ones(wo.K)])  # the parity worker runs on the sum of the queries
-    return Rounds("parm", wo.K, 1, r.parm.argmax(-1) == r.labels, lost_mask(encoder, returned), returned)
+    groups = _tile(np.arange(wo.G), draws)
+    return Rounds("parm", wo.K, 1, r.parm.argmax(-1) == r.labels, lost_mask(encoder, returned), returned, groups)
 
 
 # ---------------------------------------------------------------- comparisons
@@ -211,18 +223,19 @@ def _ci(prefix: str, values: tuple[float, float, float]) -> dict[str, float]:
 def compare(rounds: dict[str, Rounds]) -> pd.DataFrame:
     """One row per scheme of the same rounds: ``acc`` (all K queries) and ``lost`` (the lost queries) with 95 %
     CIs, ``diff`` / ``lost_diff`` = the scheme minus ApproxIFER and ``gain`` = the systematic code minus the scheme
-    (paired over rounds; columns ``_lo``, ``_hi`` hold the CI)."""
+    (paired over rounds; columns ``_lo``, ``_hi`` hold the CI). Rounds of one image group are resampled together."""
     ref, sys_ = rounds["approxifer"], rounds["systematic"]
     rows = {}
     for name, r in rounds.items():
-        if r.correct.shape != ref.correct.shape:
+        if not np.array_equal(r.groups, ref.groups):
             raise ParameterError(f"{name} was not served on the same rounds as ApproxIFER")
+        cl = {"clusters": r.groups}
         rows[name] = (
-            _ci("acc", accuracy_ci(r.correct))
-            | _ci("lost", bootstrap_ci(r.lost_correct()))
-            | _ci("diff", paired_ci(r.correct, ref.correct))
-            | _ci("lost_diff", bootstrap_ci(r.lost_correct() - ref.lost_correct()))
-            | _ci("gain", paired_ci(sys_.correct, r.correct))
+            _ci("acc", accuracy_ci(r.correct, **cl))
+            | _ci("lost", bootstrap_ci(r.lost_correct(), **cl))
+            | _ci("diff", paired_ci(r.correct, ref.correct, **cl))
+            | _ci("lost_diff", bootstrap_ci(r.lost_correct() - ref.lost_correct(), **cl))
+            | _ci("gain", paired_ci(sys_.correct, r.correct, **cl))
         )
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("scheme")
 
@@ -239,7 +252,11 @@ def reconstructed(systematic: Rounds, parm: Rounds) -> dict[str, float]:
     rows = np.flatnonzero(missing < K)
     a = systematic.correct[rows, missing[rows]].astype(float)
     b = parm.correct[rows, missing[rows]].astype(float)
-    return _ci("rec", bootstrap_ci(a)) | _ci("parm_rec", bootstrap_ci(b)) | _ci("rec_gain", bootstrap_ci(a - b))
+    cl = {"clusters": systematic.groups[rows]}
+    return (
+        _ci("rec", bootstrap_ci(a, **cl)) | _ci("parm_rec", bootstrap_ci(b, **cl))
+        | _ci("rec_gain", bootstrap_ci(a - b, **cl))
+    )  # fmt: skip
 
 
 def grid_glue(results: pd.DataFrame) -> dict[str, float]:
@@ -298,15 +315,24 @@ class GridStudy:
 
     def glue(self) -> dict[str, float]:
         """`grid_glue`, the duel (``<dataset>_K<K>_S1_systematic_rec``, ``..._parm_rec``, ``..._rec_gain`` with
-        ``_lo``/``_hi``), the theory's ``..._systematic_arec`` / ``_abase`` / ``_breakeven``, and counts of the
-        configurations where the systematic code's paired gain is above zero (``wins_<other>``), below zero
-        (``losses_<other>``) or neither, out of ``cells_<other>``."""
+        ``_lo``/``_hi``), the theory's ``..._systematic_arec`` / ``_abase`` / ``_breakeven`` / ``_breakeven_guess``,
+        and counts of the configurations where the systematic code's paired gain is above zero (``wins_<other>``),
+        below zero (``losses_<other>``) or neither, out of ``cells_<other>``; ``theory_below_guess`` of
+        ``theory_cells`` configurations have $a_{\\text{rec}}$ under the guessing break-even (range ``arec_min`` ..
+        ``arec_max``); the error sources as ``errors_<dataset>_<scheme>_<all|lost>_<acc|affine|code|model>``."""
         out = grid_glue(self.results)
         for (d, K), r in self.duel.iterrows():
             out |= {f"{_key(d)}_K{K}_S1_systematic_{c}": float(v) for c, v in r.items()}
         for (d, K, S), r in self.theory.iterrows():
             stem = f"{_key(d)}_K{K}_S{S}_systematic"
-            out |= {f"{stem}_arec": r.a_rec, f"{stem}_abase": r.a_base, f"{stem}_breakeven": r["break-even"]}
+            out |= {f"{stem}_arec": r.a_rec, f"{stem}_abase": r.a_base, f"{stem}_breakeven": r["break-even"],
+                    f"{stem}_breakeven_guess": r["break-even, guessing"]}  # fmt: skip
+        below = self.theory["a_rec"] < self.theory["break-even, guessing"]
+        out |= {"theory_cells": len(below), "theory_below_guess": int(below.sum()),
+                "arec_min": self.theory.a_rec.min(), "arec_max": self.theory.a_rec.max()}  # fmt: skip
+        cols = {"accuracy": "acc", "if affine": "affine", "code error": "code", "model error": "model"}
+        for (d, scheme, q), r in self.errors.iterrows():
+            out |= {f"errors_{_key(d)}_{scheme}_{q}_{c}": float(r[col]) for col, c in cols.items()}
         gain = self.results[["gain", "gain_lo", "gain_hi"]].dropna()
         for other in ("approxifer", "replication", "parm", "uncoded"):
             g = gain.xs(other, level="scheme") if other in gain.index.get_level_values("scheme") else gain.iloc[:0]
@@ -323,7 +349,7 @@ class GridStudy:
         }  # fmt: skip
         errors = names(self.errors).rename(index=SHORT, level="scheme")
         return grid_tables(self.results) | {
-            "theory": names(self.theory).round(3),
+            "theory": names(self.theory).rename(columns=THEORY_COLUMNS).round(3),
             "errors": errors.rename(columns={"if affine": "accuracy if f were affine"}).round(3),
             "duel": pd.DataFrame.from_dict(duel, orient="index").rename_axis(["dataset", "K"]),
         }
@@ -396,18 +422,24 @@ def theory_table(
     runs: dict[tuple[str, int, int], tuple[Code, Rounds, np.ndarray, Rounds]], names: bool = True
 ) -> pd.DataFrame:
     """The systematic code's accuracy predicted from $a_{\\text{base}}$ and $a_{\\text{rec}}$ (module docstring)
-    against the measurement, and its gain over replication predicted and measured. `runs` maps (dataset, K, S) to
-    (code, its rounds, the base model's correct (G, K) on the same queries, replication's rounds); `names`: the
-    datasets as a reader reads them (else their keys)."""
+    against the measurement, and its gain over replication predicted and measured. ``break-even`` is the
+    $a_{\\text{rec}}$ above which it beats replication; ``break-even, guessing`` the same against a replication that
+    answers an unanswered query with a uniform guess over the C classes, $a_{\\text{base}} \\frac{S}{N-1} +
+    \\frac{K-1}{C(N-1)}$ (replication loses a query with probability $\\frac{S}{N}\\frac{K-1}{N-1}$).
+
+    `runs` maps (dataset, K, S) to (code, its rounds, the base model's correct (G, K) on the same queries,
+    replication's rounds); `names`: the datasets as a reader reads them (else their keys)."""
     rows = {}
     for (d, K, S), (code, r, base_ok, rep) in runs.items():
         N = K + S
         rec = _systematic_lost(code, r.returned)
         a_base, a_rec = base_ok.mean(), r.correct[rec].mean()
-        acc, lo, hi = accuracy_ci(r.correct)
-        gain, glo, ghi = paired_ci(r.correct, rep.correct)
+        acc, lo, hi = accuracy_ci(r.correct, clusters=r.groups)
+        gain, glo, ghi = paired_ci(r.correct, rep.correct, clusters=r.groups)
+        C = r.decoded.shape[2]  # classes: a uniform guess is right 1/C of the time
         rows[report.NAMES[d] if names else d, K, S] = {
             "a_base": a_base, "a_rec": a_rec, "break-even": a_base * S / (N - 1),
+            "break-even, guessing": a_base * S / (N - 1) + (K - 1) / (C * (N - 1)),
             "predicted": (1 - S / N) * a_base + S / N * a_rec, "measured": fmt_ci(acc, lo, hi),
             "gain predicted": S / N * (a_rec - a_base * S / (N - 1)), "gain measured": fmt_ci(gain, glo, ghi),
         }  # fmt: skip
@@ -455,7 +487,8 @@ def any_subset(code: Code, wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) 
     for s in range(wo.N):
         returned = draw_returned(wo.G * draws, wo.N, s, np.random.default_rng([seed, wo.K, wo.N, s]))
         correct = _decode(code, _tile(wo.coded, draws), returned).argmax(-1) == _tile(wo.labels, draws)
-        rows.append({"scheme": code.name, "returned": wo.N - s} | _ci("acc", accuracy_ci(correct)))
+        acc = accuracy_ci(correct, clusters=_tile(np.arange(wo.G), draws))
+        rows.append({"scheme": code.name, "returned": wo.N - s} | _ci("acc", acc))
     return pd.DataFrame(rows)
 
 
@@ -470,8 +503,32 @@ def parity_scan(
         r = serve(code, code_outputs(model, code, seed=seed, n_test=n_test), draws=draws, seed=seed)
         rec = _systematic_lost(code, r.returned)
         per_round = np.where(rec.any(axis=1), (r.correct & rec).sum(axis=1), np.nan)
-        rows.append({"position": p} | _ci("rec", bootstrap_ci(per_round)) | _ci("acc", accuracy_ci(r.correct)))
+        cl = {"clusters": r.groups}
+        rows.append(
+            {"position": p} | _ci("rec", bootstrap_ci(per_round, **cl)) | _ci("acc", accuracy_ci(r.correct, **cl))
+        )
     return pd.DataFrame(rows)
+
+
+def scan_glue(scans: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """``scan_<dataset>_best_pos`` / ``_best_rec`` (the best parity position and its reconstructed accuracy),
+    ``_worst_rec``, and ``_mid_rec`` (at the position nearest 0, the middle of the query points)."""
+    out = {}
+    for d, t in scans.items():
+        best, mid = t.loc[t.rec.idxmax()], t.loc[(t.position.abs()).idxmin()]
+        out |= {f"scan_{_key(d)}_best_pos": best.position, f"scan_{_key(d)}_best_rec": best.rec,
+                f"scan_{_key(d)}_worst_rec": t.rec.min(), f"scan_{_key(d)}_mid_rec": mid.rec}  # fmt: skip
+    return out
+
+
+def subset_glue(curves: dict[str, pd.DataFrame]) -> dict[str, float]:
+    """``subset_<dataset>_<scheme>_R<returned>`` (accuracy, ``_lo``, ``_hi``) for every point of the curves."""
+    return {
+        f"subset_{_key(d)}_{r.scheme}_R{r.returned}{sfx}": float(getattr(r, col))
+        for d, t in curves.items()
+        for r in t.itertuples()
+        for col, sfx in (("acc", ""), ("acc_lo", "_lo"), ("acc_hi", "_hi"))
+    }
 
 
 # ---------------------------------------------------------------- Byzantine workers
