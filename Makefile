@@ -6,12 +6,12 @@ VENV_STAMP := .venv/.installed
 MODELS ?= mnist:lenet5 mnist:mlp mnist:resnet18 fashion-mnist:lenet5 fashion-mnist:mlp fashion-mnist:resnet18 \
   cifar10:resnet18 cifar10:resnet34 cifar10:vgg16 cifar10:mobilenetv2
 
-.PHONY: help venv data train test unit nbval notebooks html browser lint bench bench-grid bench-train book clean
+.PHONY: help venv data train test unit nbval notebooks html pdf browser lint bench bench-grid bench-train book clean
 
 help:
 	@echo "make book   set up .venv, prepare the data, run the notebooks, build the HTML book (_build/html)"
 	@echo "make test   everything CI checks: lint, unit tests, nbval of notebooks/, book build, browser check"
-	@echo "make data | train | notebooks | nbval | html | browser | lint | bench | bench-grid | bench-train | clean"
+	@echo "make data | train | notebooks | nbval | html | pdf | browser | lint | bench | bench-grid | bench-train | clean"
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml
@@ -60,6 +60,16 @@ notebooks: data
 # The HTML book from the executed notebooks as committed (nothing is re-executed).
 html: venv
 	.venv/bin/jupyter-book build . --all -W -n --keep-going
+
+# The whole book as one PDF (Jupyter Book's LaTeX builder, XeLaTeX), from the executed notebooks as committed; installs
+# the Debian TeX packages it needs when they are missing, as `make browser` does for Chromium. Not part of `make test`.
+TEX_PACKAGES := texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended texlive-xetex latexmk \
+  fonts-freefont-otf tex-gyre lmodern
+pdf: venv
+	command -v xelatex >/dev/null && command -v latexmk >/dev/null || \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES))
+	.venv/bin/jupyter-book build . --builder pdflatex
+	@echo "the book as a PDF: _build/latex/approxifer.pdf"
 
 nbval: data
 	$(PY) -m pytest --nbval notebooks --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider

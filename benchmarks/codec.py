@@ -2,6 +2,10 @@
 
 K = 8 queries of 3x32x32 (CIFAR-10 images), N = 9 workers, S = 1 straggler, 10-class outputs. All figures are
 measured in this one run (median of repeats) and printed with their ratios. Run: `make bench`.
+
+The copy floor: batched encode and decode of 512 groups with a 3x32x32 payload (decode from the 8 workers of one
+straggler), for numpy and torch in float32 and float64, beside a matrix product alone, the input check
+`isfinite(X).all()` and a copy of the input (read once, write once: the least any codec call must do).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from loop_codec import loop_decode, loop_encode, scalar_decode, scalar_encode
 from approxifer import codec, models
 
 K, N, GROUPS = 8, 9, 256
+FLOOR_GROUPS = 512  # groups per call in the copy-floor table
 
 
 def timeit(fn, repeat: int = 7, number: int = 1) -> float:
@@ -71,5 +76,62 @@ def main() -> None:
           f"{batched32 / (batched32 + fwd):.3%} (batched, float32)")  # fmt: skip
 
 
+def interleaved(fns: dict, repeat: int = 15) -> dict:
+    """Median seconds per call of each of `fns`, timed in turns (one call of each per round), so that a change in
+    the machine's load during the run affects them alike and their ratios stay fair."""
+    for fn in fns.values():
+        fn()
+    runs = {k: [] for k in fns}
+    for _ in range(repeat):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            runs[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in runs.items()}
+
+
+def floor_calls(X: np.ndarray | torch.Tensor, Y: np.ndarray | torch.Tensor, returned: list[int]) -> dict:
+    """The calls of one row of the copy-floor table, on X (groups, K, 3, 32, 32) and Y (groups, R, 3, 32, 32)."""
+    if isinstance(X, torch.Tensor):
+        matmul, finite, copy = torch.matmul, lambda a: bool(torch.isfinite(a).all()), torch.clone
+        w = torch.tensor(codec.encoder_matrix(K, N), dtype=X.dtype)
+    else:
+        matmul, finite, copy = np.matmul, lambda a: bool(np.isfinite(a).all()), np.copy
+        w = codec.encoder_matrix(K, N).astype(X.dtype)
+    x3 = X.reshape(len(X), K, -1)
+    return {
+        "encode": lambda: codec.encode(X, N, axis=1),
+        "matmul": lambda: matmul(w, x3),
+        "isfinite": lambda: finite(X),
+        "copy X": lambda: copy(X),
+        "decode": lambda: codec.decode(Y, returned, K, N, axis=1),
+        "copy Y": lambda: copy(Y),
+    }
+
+
+def copy_floor() -> None:
+    """Print, per library and dtype, encode and decode next to the matmul alone, the input check and a copy."""
+    rng = np.random.default_rng(1)
+    returned = [int(i) for i in rng.permutation(N)[: N - 1]]
+    X64 = rng.normal(size=(FLOOR_GROUPS, K, 3, 32, 32))
+    Y64 = rng.normal(size=(FLOOR_GROUPS, N - 1, 3, 32, 32))
+    print(f"\ncodec at the copy floor: {FLOOR_GROUPS} groups per call, K={K}, N={N}, 3x32x32 payload, decode from "
+          f"{N - 1} workers; {torch.get_num_threads()} torch threads; ms per call (median of turns)")  # fmt: skip
+    head = ("library", "encode", "matmul", "isfinite", "copy X", "enc/copy", "decode", "copy Y", "dec/copy")
+    print("  " + " ".join(f"{h:>9}" for h in head))
+    for lib in ("numpy", "torch"):
+        for dtype in ("float32", "float64"):
+            X, Y = X64.astype(dtype), Y64.astype(dtype)
+            if lib == "torch":
+                X, Y = torch.from_numpy(X), torch.from_numpy(Y)
+            t = {k: v * 1e3 for k, v in interleaved(floor_calls(X, Y, returned)).items()}
+            row = [f"{lib} {dtype[-2:]}", *(f"{t[k]:9.1f}" for k in ("encode", "matmul", "isfinite", "copy X"))]
+            row += [f"{t['encode'] / t['copy X']:8.2f}x", f"{t['decode']:9.1f}", f"{t['copy Y']:9.1f}"]
+            row += [f"{t['decode'] / t['copy Y']:8.2f}x"]
+            print("  " + " ".join(f"{c:>9}" for c in row))
+    print("  target: encode and decode within 1.5x of a copy of their input (read once, write once)")
+
+
 if __name__ == "__main__":
     main()
+    copy_floor()

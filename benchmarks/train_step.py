@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from approxifer import data, models, train
+from approxifer import data, inference, models, train
 
 DATASET, ARCH, WARMUP, TIMED = "cifar10", "resnet18", 2, 5
 
@@ -21,8 +21,8 @@ DATASET, ARCH, WARMUP, TIMED = "cifar10", "resnet18", 2, 5
 def step_seconds(compile_model: bool) -> float:
     """Median seconds per training step after the warm-up."""
     recipe = train.recipe_for(DATASET, ARCH)
-    device = train.pick_device("auto")
-    bf16 = train.native_bf16(device)
+    device = inference.pick_device("auto")
+    bf16 = inference.native_bf16(device)
     torch.manual_seed(0)
     model = models.build(ARCH, DATASET).to(device).to(memory_format=torch.channels_last).train()
     forward = torch.compile(model, dynamic=False) if compile_model else model
@@ -48,9 +48,9 @@ def step_seconds(compile_model: bool) -> float:
 
 
 def main() -> None:
-    device = train.pick_device("auto")
+    device = inference.pick_device("auto")
     batch = train.recipe_for(DATASET, ARCH).batch_size
-    precision = "bf16 autocast" if train.native_bf16(device) else "float32"
+    precision = "bf16 autocast" if inference.native_bf16(device) else "float32"
     where = f"{device.type}, {torch.get_num_threads()} threads" if device.type == "cpu" else device.type
     eager, compiled = step_seconds(False), step_seconds(True)
     print(f"{DATASET} {ARCH} training step, batch {batch}, channels-last, {precision} ({where}), "

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from approxifer import baselines as bl
-from approxifer import experiments, models, train
+from approxifer import codec, experiments, models, train
 from approxifer.experiments import ParameterError
 from approxifer.serving import served
 from approxifer.train import Recipe
@@ -174,16 +174,23 @@ def test_same_draws_as_approxifer_shapes_and_outputs(env):
         if j < K:
             assert np.allclose(r.parm[g, j], np.tile(parity, (draws, 1))[g] - r.base[g, others].sum(0))
     assert ours.n_degraded == r.degraded.sum() and 0 < ours.n_degraded < R
-    assert ours.parm_degraded_low <= ours.parm_degraded <= ours.parm_degraded_high
+    assert ours.parm_lost_low <= ours.parm_lost <= ours.parm_lost_high
     ok, d = r.correct("approxifer"), np.flatnonzero(r.degraded)
-    assert ok["degraded"].shape == (len(d), 1) and ok["degraded_rounds"].shape == (len(d), K)
-    assert np.array_equal(ok["degraded"][:, 0], ok["all"][d, r.straggler[d]])
+    # ApproxIFER's lost query: the one the straggling worker carries most (not query j = the worker's index)
+    enc = codec.encoder_matrix(K, N)
+    assert np.array_equal(r.lost, np.abs(enc).argmax(axis=1)[r.straggler])
+    assert ok["lost"].shape == (len(d), 1) and ok["degraded_rounds"].shape == (len(d), K)
+    assert np.array_equal(ok["lost"][:, 0], ok["all"][d, r.lost[d]])
     assert np.array_equal(ok["degraded_rounds"], ok["all"][d])
-    parm_ok = r.correct("parm")["degraded"][:, 0]
-    assert ours.gap_degraded == pytest.approx(ok["degraded"].mean() - parm_ok.mean())
-    assert ours.gap_degraded_rounds == pytest.approx(ok["degraded_rounds"].mean() - parm_ok.mean())
+    parm_ok = r.correct("parm")["lost"][:, 0]
+    assert np.array_equal(parm_ok, r.correct("parm")["all"][d, r.straggler[d]])  # the reconstructed query
+    assert ours.gap_lost == pytest.approx(ok["lost"].mean() - parm_ok.mean())
+    assert ours.gap_lost_low <= ours.gap_lost <= ours.gap_lost_high
+    parm_rounds = r.correct("parm")["degraded_rounds"]
+    assert ours.gap_degraded_rounds == pytest.approx(ok["degraded_rounds"].mean() - parm_rounds.mean())
     assert ours.gap_all == pytest.approx(ok["all"].mean() - r.correct("parm")["all"].mean())
-    assert set(bl.comparison({"mnist": bl.parm_table([r])}).columns) >= {"ParM: reconstructed query", "[P] ParM"}
+    compared = bl.comparison({"mnist": bl.parm_table([r])})
+    assert set(compared["lost"].columns) >= {"ParM, reconstructed", "ApproxIFER, lost"} and len(compared["all"]) == 1
     assert len(bl.gaps({"mnist": bl.parm_table([r])})) == 1
     per_worker = bl.by_straggler([r])
     assert len(per_worker) == K + 1 and per_worker.rounds.sum() == R

@@ -215,3 +215,29 @@ def test_endpoint_worker_points_are_an_exact_berrut_codec_too(s):
     assert np.allclose(decode(Y, returned, K, N, points="endpoints"), expected, atol=1e-12)
     with pytest.raises(ValueError, match="points must be one of paper, endpoints"):
         encode(X, N, points="chebyshev")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "channels-last"])
+def test_results_are_the_same_product_bit_for_bit(dtype, layout):
+    """What the notebooks' outputs depend on: the weights in the input's dtype times the (groups, K, payload) view,
+    one batched product, whatever the input's memory layout (a channels-last batch is not copied, and stays one)."""
+    x = torch.randn(6, 8, 3, 5, 7, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    if layout == "channels-last":
+        x = x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # (C, H, W) stored as (H, W, C)
+    returned = [3, 0, 8, 5, 1, 7, 2, 6]
+    for lib in ("torch", "numpy"):
+        xs = x if lib == "torch" else x.numpy()
+        for out, w in [
+            (encode(xs, 9, axis=1), encoder_matrix(8, 9)),
+            (decode(xs, returned, 8, 9, axis=1), decoder_matrix(8, 9, returned)),
+        ]:
+            if lib == "torch":
+                want = torch.matmul(torch.tensor(w, dtype=dtype), x.reshape(6, 8, -1)).reshape(out.shape)
+                assert torch.equal(out, want)
+            else:
+                want = np.matmul(w.astype(xs.dtype), np.ascontiguousarray(xs).reshape(6, 8, -1)).reshape(out.shape)
+                assert np.array_equal(out, want)
+            stored = out.transpose(0, 1, 3, 4, 2) if lib == "numpy" else out.permute(0, 1, 3, 4, 2)
+            contiguous = stored.flags.c_contiguous if lib == "numpy" else stored.is_contiguous()
+            assert contiguous == (layout == "channels-last")

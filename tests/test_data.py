@@ -104,3 +104,57 @@ def test_truncated_source_is_rejected(isolated):
         shutil.copy(src / f, dst / f)
     with pytest.raises(data.DataError, match=r"got images \(2000, 32, 32, 3\).*the source is incomplete"):
         data.load("cifar10", "test")
+
+
+@pytest.fixture
+def copied(tmp_path, monkeypatch):
+    """A data folder holding a copy of the verified MNIST test split, loaded once (so a later change is caught at
+    the next read, not only in a fresh process)."""
+    data.load("mnist", "test")
+    (tmp_path / "mnist").mkdir()
+    for f in ("test_x.npy", "test_y.npy"):
+        shutil.copy(data.data_dir() / "mnist" / f, tmp_path / "mnist" / f)
+    monkeypatch.setenv("APPROXIFER_DATA", str(tmp_path))
+    data.load("mnist", "test")
+    return tmp_path / "mnist"
+
+
+def _edit(path, change):
+    a = np.load(path)
+    change(a)
+    np.save(path, a)
+
+
+TAMPERED = {
+    "a flipped pixel": ("test_x.npy", lambda folder: _edit(folder / "test_x.npy", lambda x: x.flat.__setitem__(
+        1000, x.flat[1000] ^ 1)), r"the cached images .*test_x\.npy have sha256 .*: the file was changed"),
+    "permuted labels": ("test_y.npy", lambda folder: _edit(folder / "test_y.npy", lambda y: y.__setitem__(
+        slice(None), np.roll(y, 1))), r"the cached labels .*test_y\.npy have sha256"),
+    "a label of 255": ("test_y.npy", lambda folder: _edit(folder / "test_y.npy", lambda y: y.__setitem__(0, 255)),
+                       r"the cached labels .*test_y\.npy hold 0\.\.255, outside 0\.\.9"),
+    "a truncated file": ("test_x.npy", lambda folder: (folder / "test_x.npy").write_bytes(
+        (folder / "test_x.npy").read_bytes()[:5000]), r"cannot read the cached array .*test_x\.npy \(ValueError"),
+    "not an array": ("test_y.npy", lambda folder: (folder / "test_y.npy").write_bytes(b"\x80\x04junk"),
+                     r"cannot read the cached array .*test_y\.npy"),
+    "an empty file": ("test_y.npy", lambda folder: (folder / "test_y.npy").write_bytes(b""),
+                      r"cannot read the cached array .*test_y\.npy \(EOFError"),
+    "other labels' dtype": ("test_y.npy", lambda folder: np.save(folder / "test_y.npy", np.zeros(10000, np.uint8)),
+                            r"the cached labels .*test_y\.npy are uint8 \(10000,\), expected int64"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("how", list(TAMPERED))
+def test_a_changed_or_damaged_cache_is_a_data_error_naming_the_file(copied, how):
+    _, tamper, match = TAMPERED[how]
+    tamper(copied)
+    with pytest.raises(data.DataError, match=match):
+        data.load("mnist", "test")
+
+
+def test_prepare_decodes_a_damaged_cache_again(copied):
+    if data.mirror_dir() is None:
+        pytest.skip("no offline mirror")
+    TAMPERED["a flipped pixel"][1](copied)
+    data.prepare("mnist", ("test",))
+    x, y = data.load("mnist", "test")
+    assert (data.sha256(x), data.sha256(y.astype(np.uint8))) == data.info("mnist").sha256["test"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from approxifer import codec, data, experiments, models, train
+from approxifer import codec, data, experiments, inference, models
 from approxifer.experiments import ParameterError
 from approxifer.serving import ServedModel, served, torch_predictor
 
@@ -144,7 +144,7 @@ def test_fp32_is_the_model_itself_and_bf16_is_cached_apart(env):
         bf16.predict(x), fp32.predict(x)
     )
     auto = served("mnist", "mlp", "cpu", precision="auto")
-    assert auto.precision == ("bf16" if train.native_bf16(torch.device("cpu")) else "fp32")
+    assert auto.precision == ("bf16" if inference.native_bf16(torch.device("cpu")) else "fp32")
     idx = np.arange(50)
     experiments.base_outputs(fp32, idx, progress=False), experiments.base_outputs(bf16, idx, progress=False)
     assert len(list((env / "cache" / "base").iterdir())) == 2
@@ -190,3 +190,23 @@ def test_bootstrap_ci_leaves_out_undefined_rows():
     acc, lo, hi = experiments.bootstrap_ci(v)
     assert acc == pytest.approx(2 / 3) and 0 <= lo <= acc <= hi <= 1
     assert np.isnan(experiments.bootstrap_ci(np.array([np.nan]))[0])
+
+
+def test_straggler_table_splits_lost_and_kept_queries_and_pairs_the_baselines():
+    rng = np.random.default_rng(1)
+    K, N, G = 4, 5, 200
+    labels = rng.integers(0, 3, (G, K))
+    base = np.eye(3)[labels] + rng.normal(0, 0.3, (G, K, 3))
+    coded = np.einsum("nk,gkc->gnc", codec.encoder_matrix(K, N), base) + rng.normal(0, 0.3, (G, N, 3))
+    wo = experiments.WorkerOutputs(K, N, np.arange(G * K).reshape(G, K), labels, base, coded)
+    row = experiments.straggler_table([wo], seed=3).iloc[0]
+    r = experiments.straggler_rounds(wo, seed=3)
+    ok = r.correct["approxifer"]
+    assert row.lost == pytest.approx(ok[r.lost].mean()) and row.kept == pytest.approx(ok[~r.lost].mean())
+    assert row.lost_per_round == 1.0 and r.lost.sum(axis=1).tolist() == [1] * G
+    assert row.accuracy == pytest.approx((row.lost + (K - 1) * row.kept) / K)
+    for name in ("replication", "uncoded"):
+        assert row[f"{name}_diff"] == pytest.approx(r.correct[name].mean() - ok.mean())
+        assert row[f"{name}_diff_low"] <= row[f"{name}_diff"] <= row[f"{name}_diff_high"]
+    # the table's accuracy is that of the rounds behind it (same draws as before the split)
+    assert row.accuracy == pytest.approx(ok.mean()) and (row.ci_low, row.ci_high) == experiments.accuracy_ci(ok)[1:]

@@ -295,3 +295,37 @@ def test_under_determined_fit_only_when_not_strict():
     assert locate(Y, range(R), K, R, E, strict=False).shape == (E,)
     with pytest.raises(ValueError, match=r"even for an under-determined fit: need K\+2E = 8"):
         locate(Y[:7], range(7), K, R, E, strict=False)
+
+
+def test_bfloat16_outputs_are_located_like_their_float32_values():
+    rng = np.random.default_rng(21)
+    Y, returned, N, adversaries = straggler_setup(4, 1, rng, groups=6)
+    Yb = torch.from_numpy(Y).to(torch.bfloat16)
+    for method in METHODS:
+        want = locate(Yb.float(), returned, 4, N, 1, method=method, axis=1)
+        assert np.array_equal(locate(Yb, returned, 4, N, 1, method=method, axis=1), want)
+    decoded, suspects = robust_decode(Yb, returned, 4, N, 1, axis=1)
+    assert decoded.dtype == torch.bfloat16 and decoded.shape == (6, 4, C)
+    assert np.array_equal(suspects, adversaries)
+
+
+def test_zero_groups_give_empty_results_and_zero_coordinates_are_refused():
+    K, E = 4, 1
+    N = min_returned(K, E)
+    for method in METHODS:
+        assert locate(np.zeros((0, N, C)), range(N), K, N, E, method=method, axis=1).shape == (0, E)
+    decoded, suspects = robust_decode(torch.zeros(0, N, C), range(N), K, N, E, axis=1)
+    assert decoded.shape == (0, K, C) and suspects.shape == (0, E)
+    for fn in (locate, robust_decode):
+        with pytest.raises(ValueError, match=r"Y has no output coordinates \(shape \(3, 9, 0\), workers along axis 1"):
+            fn(np.zeros((3, N, 0)), range(N), K, N, E, axis=1)
+    assert robust_decode(np.zeros((N, 0)), range(N), K, N, 0)[0].shape == (K, 0)  # E = 0: nothing to locate
+
+
+@pytest.mark.parametrize("excluded", [[6.7], [6.0], [[1.5, 2.0]], [True]])
+def test_decode_excluding_refuses_non_integer_indices(excluded):
+    Y = np.random.default_rng(0).normal(size=(9, C))
+    with pytest.raises(ValueError, match="excluded must hold integer worker indices"):
+        decode_excluding(Y, list(range(9)), 4, 9, excluded)
+    with pytest.raises(ValueError, match=r"excluded has shape \(\), expected \('E',\)"):
+        decode_excluding(Y, list(range(9)), 4, 9, 6)

@@ -194,3 +194,37 @@ def test_a_warm_start_begins_the_swa_phase_after_the_same_cycles(tmp_path, monke
     for wrong in (replace(swa, restart_lr=0.01), replace(swa, restart_epochs=2), replace(swa, swa_epochs=0)):
         with pytest.raises(ValueError, match=r"whose restart \(or SWA phase\) follows the 2 epochs"):
             train.train("mnist", "resnet18", wrong, run_dir=tmp_path / "b", warm_start=True, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("card", "match"),
+    [
+        ("{not json", r"cannot read the model card .*mnist-mlp\.json: Expecting property name"),
+        ("[1, 2]", r"the model card .*mnist-mlp\.json holds a JSON list, not an object"),
+        ('{"dataset": "mnist", "arch": "mlp"}', r"the model card .*mnist-mlp\.json has no weights_sha256"),
+        ('{"weights_sha256": "abc"}', r"mnist-mlp\.json has no weights_sha256 \(64 hex digits\), got 'abc'"),
+        ('{"arch": "lenet5", "weights_sha256": "' + "0" * 64 + '"}',
+         r"the model card .*mnist-mlp\.json is for arch 'lenet5', but its file name says 'mlp'"),
+        ('{"dataset": "cifar10", "weights_sha256": "' + "0" * 64 + '"}', r"is for dataset 'cifar10'"),
+        (b"\xff\xfe", r"cannot read the model card .*mnist-mlp\.json"),
+    ],
+)  # fmt: skip
+def test_a_bad_model_card_is_a_model_error_naming_the_file(tmp_path, monkeypatch, card, match):
+    shutil.copy(models.models_dir() / "mnist-mlp.safetensors", tmp_path / "mnist-mlp.safetensors")
+    path = tmp_path / "mnist-mlp.json"
+    path.write_bytes(card if isinstance(card, bytes) else card.encode())
+    monkeypatch.setenv("APPROXIFER_MODELS", str(tmp_path))
+    for call in (lambda: models.load_card("mnist", "mlp"), lambda: models.load("mnist", "mlp")):
+        with pytest.raises(models.ModelError, match=match):
+            call()
+
+
+def test_a_classical_card_for_another_model_is_refused(tmp_path, monkeypatch):
+    from approxifer import classical
+
+    shutil.copy(models.models_dir() / "mnist-logreg.safetensors", tmp_path / "mnist-logreg.safetensors")
+    card = (models.models_dir() / "mnist-gbdt.json").read_text()
+    (tmp_path / "mnist-logreg.json").write_text(card)
+    monkeypatch.setenv("APPROXIFER_MODELS", str(tmp_path))
+    with pytest.raises(models.ModelError, match=r"mnist-logreg\.json is for model 'gbdt', but its file name says"):
+        classical.load("mnist", "logreg")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import special, stats
 
 from approxifer import privacy
@@ -17,13 +20,16 @@ from approxifer.privacy import (
     audit,
     clip_logits,
     clipped_logits_l1_sensitivity,
+    discrete_laplace,
     epsilon_worker_for_total,
+    laplace_grid,
     laplace_mechanism,
     laplace_scale,
     queries_reach_all_workers,
     round_privacy,
     softmax,
     softmax_l1_sensitivity,
+    textbook_laplace,
     workers_per_query,
 )
 
@@ -35,21 +41,144 @@ def scalar_laplace(epsilon: float, l1_sensitivity: float):
     """A mechanism on scalars x (sensitivity 1 when |x - x'| <= 1), noised with the given calibration."""
 
     def mechanism(x, rng, size):
-        return laplace_mechanism(np.full(size, float(x)), epsilon, l1_sensitivity, rng)
+        return laplace_mechanism(np.full((size, 1), float(x)), epsilon, l1_sensitivity, rng)[:, 0]
 
     return mechanism
 
 
-# ---------------------------------------------------------------- the Laplace mechanism
+def discrete_laplace_cdf(z: np.ndarray, units: int) -> np.ndarray:
+    """P[Z <= z] for the discrete Laplace of scale `units`: q^-z / (1 + q) below 0, 1 - q^(z+1) / (1 + q) from 0."""
+    q = math.exp(-1 / units)
+    z = np.asarray(z, np.float64)
+    return np.where(z < 0, q ** (-z) / (1 + q), 1 - q ** (z + 1) / (1 + q))
 
 
-def test_laplace_noise_has_scale_sensitivity_over_epsilon():
-    noise = laplace_mechanism(np.zeros(200_000), epsilon=0.5, l1_sensitivity=2.0, rng=0)
-    assert laplace_scale(0.5, 2.0) == 4.0
-    assert stats.kstest(noise, "laplace", args=(0, 4)).pvalue > 1e-3
-    assert stats.kstest(noise, "laplace", args=(0, 2)).pvalue < 1e-6  # the l1/epsilon vs a wrong scale
-    assert np.mean(np.abs(noise)) == pytest.approx(4.0, rel=0.02)  # E|L| = b
+# ---------------------------------------------------------------- the release in floating point
+
+
+@pytest.mark.parametrize(
+    ("x", "x_prime", "l1_sensitivity"),
+    [(0.0, 1.0, 1.0), (0.25, 0.75, 2.0)],  # a unit-sensitivity scalar; one probability entry (softmax, Δ = 2)
+)
+def test_the_textbook_sampler_releases_what_a_neighbour_never_can(x, x_prime, l1_sensitivity):
+    """Mironov 2012: numpy's x + Laplace sample reaches different sets of doubles from x and x'. Most releases of x
+    are impossible from x' (issue 35 measured 81.6 % and 77.6 %): one release rules x' out, an unbounded loss."""
+    fraction = privacy.impossible_fraction(x, x_prime, 1.0, l1_sensitivity, mechanism="textbook", n_samples=4000, rng=0)
+    assert 0.7 < fraction < 0.9, fraction
+    # the reachability search has no false alarms: releases of x' itself are all reachable from x'
+    assert privacy.impossible_fraction(x, x, 1.0, l1_sensitivity, mechanism="textbook", n_samples=500, rng=1) == 0
+    # and the release is the grid mechanism's: none of its releases rules a neighbour out
+    assert privacy.impossible_fraction(x, x_prime, 1.0, l1_sensitivity, mechanism="grid", n_samples=20_000, rng=0) == 0
+
+
+def test_the_attack_replays_numpys_sampler_bit_for_bit():
+    """The attack's model of numpy's Laplace sampler gives exactly numpy's samples from the same uniforms."""
+    u = np.random.default_rng(5).random(20_000)
+    samples = np.random.default_rng(5).laplace(0.0, 0.7, 20_000)
+    replay = [privacy._textbook_noise(int(v * 2**53), 0.7) for v in u]
+    np.testing.assert_array_equal(replay, samples)
+    np.testing.assert_array_equal(textbook_laplace(np.zeros(5), 1.0, 0.7, rng=5), samples[:5])
+
+
+@pytest.mark.parametrize(
+    ("epsilon", "l1_sensitivity", "size"),
+    [(1.0, 2.0, 10), (0.1, 2.0, 10), (100.0, 2.0, 10), (30.0, 100.0, 10), (1.0, 1.0, 1), (1e-6, 3.0, 7), (5e5, 1, 1)],
+)
+def test_grid_calibration_achieves_epsilon(epsilon, l1_sensitivity, size):
+    grid = laplace_grid(epsilon, l1_sensitivity, size)
+    gamma = Fraction(2) ** grid.k
+    assert grid.step == float(gamma) and grid.scale == float(grid.units * gamma)
+    index_sensitivity = math.floor(Fraction(l1_sensitivity) / gamma) + size
+    assert Fraction(index_sensitivity, grid.units) <= Fraction(epsilon)  # exactly, not up to rounding
+    assert grid.epsilon == pytest.approx(index_sensitivity / grid.units, rel=1e-15) and grid.epsilon <= epsilon
+    b = laplace_scale(epsilon, l1_sensitivity)
+    assert b <= grid.scale <= b * (1 + 2**-18)  # the grid costs at most a relative 2^-18 of noise
+    assert grid.epsilon >= epsilon * (1 - 2**-18)  # and gives away at most as little of the budget
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 12),
+    st.floats(0.01, 100.0),
+    st.floats(0.01, 50.0),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+)
+def test_grid_rounding_moves_neighbours_by_at_most_the_index_sensitivity(size, epsilon, l1, seed, on_edges):
+    """Neighbours with ||x - x'||_1 <= Δ (also placed just beside half-steps, where rounding jumps) have grid indices
+    at most floor(Δ/γ) + d apart: the bound the calibration pays for."""
+    grid = laplace_grid(epsilon, l1, size)
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size)
+    if on_edges:  # just below a half step: rounding goes down for x, up for x + a hair
+        x = (np.round(x / grid.step) + 0.5) * grid.step - grid.step * 2**-30
+    direction = rng.normal(size=size)
+    x_prime = x + direction / np.abs(direction).sum() * l1
+    assert np.abs(x_prime - x).sum() <= l1 * (1 + 1e-12)
+    index = privacy._grid_index(x, grid)
+    index_prime = privacy._grid_index(x_prime, grid)
+    assert np.abs(index - index_prime).sum() <= math.floor(Fraction(l1) / Fraction(2) ** grid.k) + size
+    exact = [math.floor(Fraction(v) / Fraction(2) ** grid.k + Fraction(1, 2)) for v in x]  # nearest, ties up
+    np.testing.assert_array_equal(index, exact)
+
+
+def test_grid_release_privacy_loss_is_bounded_on_every_output():
+    """Exhaustive over the outputs: the log-ratio of the two output pmfs, sum_i (|j_i - r'_i| - |j_i - r_i|)/T, is
+    constant outside [min(r, r'), max(r, r')] per value, so checking every integer in between checks them all."""
+    epsilon, l1 = 1.0, 2.0
+    a, b = np.array([0.9, 0.05, 0.05]), np.array([0.05, 0.05, 0.9])  # two softmax outputs, ℓ1 distance 1.7
+    grid = laplace_grid(epsilon, l1, a.size)
+    r, r_prime = privacy._grid_index(a, grid), privacy._grid_index(b, grid)
+    worst = 0.0
+    for ri, rpi in zip(r, r_prime, strict=True):
+        j = np.arange(min(ri, rpi) - 2, max(ri, rpi) + 3)
+        worst += np.max((np.abs(j - rpi) - np.abs(j - ri)) / grid.units)
+    assert worst <= grid.epsilon <= epsilon
+    assert worst == pytest.approx(np.abs(a - b).sum() / grid.scale, rel=1e-5)  # attained: the bound is tight
+
+
+@pytest.mark.parametrize("units", [1, 2, 5])
+def test_discrete_laplace_matches_its_pmf(units):
+    n, m = 200_000, 8 * units  # cells: Z <= -m, each integer in between, Z >= m
+
+    def counts(sample):
+        return np.bincount(np.clip(sample, -m, m) + m, minlength=2 * m + 1)
+
+    cdf = discrete_laplace_cdf(np.arange(-m, m + 1), units)
+    expected = np.diff(np.concatenate([[0.0], cdf[:-1], [1.0]])) * n
+    z = discrete_laplace(units, n, rng=0)
+    assert z.dtype == np.int64 and z.shape == (n,)
+    assert stats.chisquare(counts(z), expected).pvalue > 1e-3
+    assert stats.chisquare(counts(discrete_laplace(units + 1, n, rng=0)), expected).pvalue < 1e-6  # power
+
+
+def test_laplace_noise_has_the_calibrated_scale():
+    grid = laplace_grid(0.5, 2.0, 1)
+    noise = laplace_mechanism(np.zeros((200_000, 1)), epsilon=0.5, l1_sensitivity=2.0, rng=0)[:, 0]
+    assert laplace_scale(0.5, 2.0) == 4.0 and grid.scale == pytest.approx(4.0, rel=2**-18)
+    assert np.all(np.ldexp(noise, -grid.k) == np.round(np.ldexp(noise, -grid.k)))  # on the grid
+    assert stats.kstest(noise, "laplace", args=(0, grid.scale)).pvalue > 1e-3
+    assert stats.kstest(noise, "laplace", args=(0, 1.05 * grid.scale)).pvalue < 1e-6  # a 5 % wrong scale fails
+    assert stats.kstest(noise, "laplace", args=(0, grid.scale / 1.05)).pvalue < 1e-6
+    assert np.mean(np.abs(noise)) == pytest.approx(4.0, rel=0.01)  # E|L| = b
     assert abs(np.mean(noise)) < 0.05
+
+
+def test_opendp_release_agrees_in_distribution_with_the_seeded_one():
+    """OpenDP (the operating system's randomness) and the seeded sampler release the same grid distribution."""
+    values, epsilon, l1 = np.full((20, 1000), 0.3), 1.0, 2.0
+    grid = laplace_grid(epsilon, l1, 1000)
+    ours = np.ldexp(laplace_mechanism(values, epsilon, l1, rng=0), -grid.k).ravel()
+    theirs = np.ldexp(privacy.laplace_release(values, epsilon, l1), -grid.k).ravel()
+    assert np.all(theirs == np.round(theirs))  # OpenDP's releases lie on the same grid
+    assert stats.ks_2samp(ours, theirs).pvalue > 1e-4
+    wider = np.ldexp(laplace_mechanism(values, epsilon / 1.5, l1 * 1.0, rng=1), -grid.k).ravel()
+    assert stats.ks_2samp(wider, theirs).pvalue < 1e-6  # the comparison can tell a 1.5 times wider noise apart
+    import opendp.prelude as dp
+
+    space = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=1000), dp.l1_distance(T=float)
+    certified = dp.m.make_laplace(*space, scale=grid.scale, k=grid.k).map(l1)
+    assert certified <= epsilon and certified == pytest.approx(grid.epsilon, rel=1e-6)  # OpenDP's own accounting
 
 
 def test_laplace_mechanism_adds_noise_to_values_and_keeps_shape():
@@ -58,6 +187,8 @@ def test_laplace_mechanism_adds_noise_to_values_and_keeps_shape():
     assert out.shape == (2, 3) and out.dtype == np.float64
     noise = laplace_mechanism(np.zeros((2, 3)), 1.0, 1.0, rng=np.random.default_rng(1))
     np.testing.assert_allclose(out - values, noise)
+    assert laplace_mechanism(np.zeros((0, 3)), 1.0, 1.0, rng=0).shape == (0, 3)
+    assert laplace_mechanism(2.5, 1.0, 1.0, rng=0).shape == ()
 
 
 def test_seeded_reproducibility():
@@ -166,6 +297,31 @@ def test_advanced_composition_formula_and_when_it_helps():
         (lambda: laplace_mechanism([0.0], 1.0, 1.0, None), ValueError, r"rng is required"),
         (lambda: laplace_mechanism([0.0], 1.0, 1.0, 0.5), TypeError, r"rng.*float"),
         (lambda: laplace_mechanism([0.0], 1.0, 1.0), TypeError, r"rng"),
+        (lambda: laplace_mechanism([0.0], 5e-324, 2.0, 0), ValueError, r"epsilon = 5e-324 is so small.*overflows"),
+        (lambda: laplace_mechanism([0.0], 1e-300, 1e10, 0), ValueError, r"so small.*overflows float64"),
+        (lambda: laplace_mechanism([0.0], 1e300, 1e-10, 0), ValueError, r"so large.*below 2\^-1000"),
+        (lambda: laplace_mechanism([0.0], 1e-12, 2.0, 0), ValueError, r"too small for an exact release"),
+        (lambda: laplace_mechanism([1e6], 1e6, 2.0, 0), ValueError, r"values up to 1e\+06 are too large"),
+        (lambda: privacy.laplace_release([0.0], 5e-324, 2.0), ValueError, r"overflows"),
+        (lambda: privacy.laplace_release([np.nan], 1.0, 2.0), ValueError, r"values.*NaN"),
+        (lambda: laplace_grid(1.0, 2.0, 0), ValueError, r"size must be >= 1, got 0"),
+        (lambda: discrete_laplace(0, 5, 0), ValueError, r"units must be >= 1, got 0"),
+        (lambda: discrete_laplace(2**52, 5, 0), ValueError, r"units must be < 2\^52"),
+        (lambda: discrete_laplace(1.5, 5, 0), TypeError, r"units must be an integer"),
+        (
+            lambda: privacy.impossible_fraction(0, 1, 1.0, 1.0, mechanism="opendp", n_samples=10, rng=0),
+            ValueError,
+            r"unknown mechanism 'opendp'; known: textbook, grid",
+        ),
+        (
+            lambda: privacy.impossible_fraction(0, np.inf, 1.0, 1.0, mechanism="grid", n_samples=10, rng=0),
+            ValueError,
+            r"x_prime.*NaN or Inf",
+        ),
+        (lambda: advanced_composition(800.0, 9, 1e-5), ValueError, r"advanced composition overflows.*N epsilon = 7200"),
+        (lambda: advanced_composition(700.0, 10**9, 1e-5), ValueError, r"advanced composition overflows"),
+        (lambda: round_privacy(1e308, 9), ValueError, r"overflows float64"),
+        (lambda: round_privacy(800.0, 9, delta=1e-5), ValueError, r"advanced composition overflows"),
         (lambda: clip_logits([1.0], 0.0), ValueError, r"c must be finite and > 0, got 0\.0"),
         (lambda: clip_logits([1.0], -1.0), ValueError, r"c must be.*-1\.0"),
         (lambda: clip_logits([np.nan], 1.0), ValueError, r"values.*NaN"),

@@ -33,13 +33,16 @@ EPS = [0.1, 1.0, 10.0, math.inf]
 def test_infinite_epsilon_is_the_noiseless_straggler_table():
     wo = synthetic()
     S = wo.N - wo.K
-    ours = ps.private_accuracy(wo, [math.inf, 1e12], S=S, seed=3, draws=2)
-    ref = experiments.straggler_table([wo], draws=2, seed=3, kind="probs", baselines=False)
+    ours = ps.private_accuracy(wo, [math.inf, 1e6], S=S, seed=3)
+    ref = experiments.straggler_table([wo], seed=3, kind="probs", baselines=False)
     for row in ours.itertuples():
         assert row.accuracy == ref.loc[0, "accuracy"]
         assert (row.ci_low, row.ci_high) == (ref.loc[0, "ci_low"], ref.loc[0, "ci_high"])
         assert row.base == ref.loc[0, "base"]
     assert ours.loc[0, "laplace_scale"] == 0 and ours.loc[0, "epsilon_total"] == math.inf
+    twice = ps.private_accuracy(wo, [math.inf], S=S, seed=3, draws=2)
+    ref_twice = experiments.straggler_table([wo], draws=2, seed=3, kind="probs", baselines=False)
+    assert twice.loc[0, "accuracy"] == ref_twice.loc[0, "accuracy"]
 
 
 def test_clipped_release_without_binding_clip_decodes_the_logits():
@@ -79,13 +82,14 @@ def test_seeded_and_reproducible():
     assert not a[["accuracy", "base"]].equals(c[["accuracy", "base"]])
 
 
-def test_noise_is_laplace_with_the_calibrated_scale_and_common_random_numbers():
+def test_noise_is_the_grid_laplace_mechanism_of_the_release():
     scores = np.zeros((20_000, 10))
     r = ps.released(scores, "probs")
-    y1 = ps.noisy_release(scores, 0.5, "probs", rng=np.random.default_rng(0))
-    y2 = ps.noisy_release(scores, 2.0, "probs", rng=np.random.default_rng(0))
-    assert np.allclose((y1 - r) * 0.5, (y2 - r) * 2.0)  # the same draws, rescaled
-    assert np.std(y1 - r) == pytest.approx(math.sqrt(2) * 2 / 0.5, rel=0.03)
+    y = ps.noisy_release(scores, 0.5, "probs", rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(y, privacy.laplace_mechanism(r, 0.5, 2.0, rng=np.random.default_rng(0)))
+    grid = privacy.laplace_grid(0.5, 2.0, 10)
+    assert np.all(np.ldexp(y, -grid.k) == np.round(np.ldexp(y, -grid.k)))  # every value on the grid
+    assert np.mean(np.abs(y - r)) == pytest.approx(grid.scale, rel=0.01)  # E|L| = b = 2 / 0.5
     assert np.array_equal(ps.noisy_release(scores, math.inf, "probs", rng=0), r)
 
 
@@ -134,6 +138,46 @@ def test_check_private_params(kwargs):
     ps.check_private_params(epsilons=[0.1, 1], release="probs", clip=5.0)
     with pytest.raises(ParameterError):
         ps.check_private_params(**kwargs)
+
+
+# ---------------------------------------------------------------- where accuracy comes back
+
+
+def test_first_within_is_from_which_on_every_point_stays_within():
+    eps = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    drops = np.array([[0.5, 0.005, 0.02, 0.0, 0.001], [0.5, 0.4, 0.3, 0.2, 0.1], [0.0, 0.0, 0.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(ps._first_within(drops, eps, 0.01), [4.0, math.inf, 1.0])  # not 2: 3 fails
+
+
+def test_noise_threshold_on_synthetic_rounds():
+    wo = synthetic(G=150)
+    grid = [0.3, 1.0, 3.0, 10.0, 30.0, 1e3, 1e5]
+    table, summary = ps.noise_threshold(wo, [*grid, math.inf], S=1, seed=0, n_boot=500)
+    assert list(table["epsilon_worker"]) == grid and np.allclose(table["epsilon_total"], 6 * table["epsilon_worker"])
+    assert table.loc[0, "drop"] > 0.3 and abs(table.iloc[-1]["drop"]) < 0.01  # chance at 0.3, none at 1e5
+    assert (table["within"] == (table["drop"] <= 0.01)).all()
+    assert ((table["drop_low"] <= table["drop"]) & (table["drop"] <= table["drop_high"])).all()
+    for p in ("", "base_"):
+        assert summary[f"{p}eps"] in grid and summary[f"{p}lo"] <= summary[f"{p}eps"] <= summary[f"{p}hi"]
+        assert {summary[f"{p}lo"], summary[f"{p}hi"]} <= set(grid) | {math.inf}
+        expected = ps._first_within(table[f"{p}drop"].to_numpy(), np.array(grid), 0.01)
+        assert summary[f"{p}eps"] == expected
+    accuracy = ps.private_accuracy(wo, [math.inf, *grid], S=1, seed=0).set_index("epsilon_worker")
+    drops = accuracy.loc[math.inf, "accuracy"] - accuracy.loc[grid, "accuracy"].to_numpy()
+    np.testing.assert_allclose(table["drop"], drops, atol=1e-12)  # the same draws as private_accuracy
+    again, summary_again = ps.noise_threshold(wo, grid, S=1, seed=0, n_boot=500)
+    pd.testing.assert_frame_equal(table, again)
+    assert summary == summary_again
+
+
+def test_noise_threshold_with_draws_and_bad_parameters():
+    wo = synthetic(G=40)
+    table, _ = ps.noise_threshold(wo, [1.0, 10.0, 1e4], S=1, draws=3, n_boot=300)
+    accuracy = ps.private_accuracy(wo, [math.inf, 1.0, 10.0, 1e4], S=1, draws=3)["accuracy"].to_numpy()
+    np.testing.assert_allclose(table["drop"], accuracy[0] - accuracy[1:], atol=1e-12)
+    for kwargs in ({"epsilons": [math.inf]}, {"epsilons": [1.0], "tol": 0}, {"epsilons": [1.0], "n_boot": 5}):
+        with pytest.raises(ParameterError):
+            ps.noise_threshold(wo, **kwargs)
 
 
 # ---------------------------------------------------------------- audit
@@ -240,3 +284,72 @@ def test_one_hot_workers():
     assert ps.one_hot_workers(8, 9) == []
     assert ps.one_hot_workers(4, 8) == [1, 3, 5, 7]
     assert ps.one_hot_workers(3, 6) == [1, 3, 5]
+
+
+# ---------------------------------------------------------------- the notebook's tables, figures and glue
+
+
+def test_accuracy_glue_and_table_use_the_books_names():
+    wo = synthetic()
+    results = {"mnist": ps.private_accuracy(wo, [0.1, 10.0, math.inf]), "fashion-mnist": ps.private_accuracy(wo, [1.0])}
+    glue = ps.accuracy_glue(results)
+    for name in ("mnist_e0p1_acc", "mnist_e10_total", "mnist_noiseless_base", "fashionmnist_e1_hi"):
+        assert name in glue
+    assert glue["mnist_e10_total"] == 60.0 and glue["mnist_e10_acc"] == results["mnist"].loc[1, "accuracy"]
+    table = ps.accuracy_table(results)
+    assert table.index.names == ["dataset", "ε per worker"] and ("MNIST", "no noise") in table.index
+    assert table.loc[("MNIST", "no noise"), "ε per query"] == "–"
+    assert not table.map(lambda v: "nan" in str(v).lower() or v in ("True", "False")).any().any()
+
+
+def test_threshold_glue_and_summary():
+    wo = synthetic(G=80)
+    thresholds = {"cifar10": ps.noise_threshold(wo, [1.0, 10.0, 1e4], n_boot=200)}
+    _, s = thresholds["cifar10"]
+    glue = ps.threshold_glue(thresholds, 6)
+    assert glue["cifar10_within1_eps"] == s["eps"] and glue["cifar10_within1_total"] == 6 * s["eps"]
+    assert {"cifar10_within1_lo", "cifar10_within1_hi", "cifar10_base_within1_eps"} <= set(glue)
+    summary = ps.threshold_summary(thresholds, 6)
+    assert summary.loc["CIFAR-10", "ApproxIFER: ε per worker"] == f"{s['eps']:g} [{s['lo']:g}, {s['hi']:g}]"
+    assert ps._eps_ci(math.inf, 30.0, math.inf, 50.0) == "> 50 [30, > 50]"
+    assert set(ps.threshold_table(thresholds).iloc[:, 1]) <= {"✓", "✗"}
+
+
+def test_number_formats():
+    assert ps._num(2.42e46) == "2.4 × 10⁴⁶" and ps._num(29.94) == "29.9" and ps._num(math.nan) == "–"
+    table = ps.budget_table([1.0, 800.0], 9)
+    assert table.loc["800", "ε per query (advanced, δ = 1e-05)"] == "overflows"
+    assert ps.glue_key("fashion-mnist", 0.3) == "fashionmnist_e0p3" and ps.glue_key("mnist", math.inf).endswith(
+        "noiseless"
+    )
+
+
+def test_attack_table_counts_the_textbook_sampler_only():
+    table, glue = ps.attack_table(n_samples=300, seed=0)
+    assert glue["attack_grid_unit"] == glue["attack_grid_softmax"] == 0.0
+    assert glue["attack_textbook_unit"] > 0.5 and glue["attack_textbook_softmax"] > 0.5
+    assert list(table.columns) == ["textbook sampler (numpy)", "grid release (here)"]
+
+
+def test_audit_display_and_glue():
+    audits = {"mnist": ps.audit_table(flipped_pair(), 1.0, n_samples=5000, seed=0)}
+    shown = ps.audit_display(audits)
+    assert shown.index.names == ["dataset", "released by"]
+    assert list(shown[""]) == ["✓", "✓", "✗", "✗"]
+    assert list(shown["noise for"]) == ["ℓ1", "ℓ1", "ℓ1", "ℓ2 ([R])"]
+    glue = ps.audit_glue(audits)
+    assert glue["mnist_audit2_verdict"] in ("passed", "failed") and "mnist_audit3_bound" in glue
+
+
+def test_figures_fit_the_column_with_legends_outside_the_data():
+    import matplotlib.pyplot as plt
+
+    wo = synthetic()
+    results = {"mnist": ps.private_accuracy(wo, [0.3, 3.0, 30.0, math.inf])}
+    thresholds = {"mnist": ps.noise_threshold(wo, [10.0, 20.0, 30.0], n_boot=200)}
+    for fig in (ps.accuracy_figure(results), ps.threshold_figure(thresholds)):
+        assert fig.get_figwidth() <= 7.5 and len(fig.axes) <= 2
+        fig.canvas.draw()
+        legend = fig.legends[0].get_window_extent()
+        assert all(not legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
+        plt.close(fig)

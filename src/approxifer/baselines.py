@@ -31,9 +31,12 @@ autocast when asked for), so both schemes see the same numerical precision.
 
 Serving (`parm_round`): the groups of `experiments.test_groups` and the straggler draws of
 `experiments.straggler_table` (one uniformly random worker of K + 1 per round, worker j < K being query j's base
-worker for ParM and worker K its parity worker). Metrics: ParM's degraded-mode accuracy (query j of the rounds
-where base worker j straggled); for ApproxIFER, which has no distinguished query, the same query index j of the
-same rounds, and all K queries of those rounds; and accuracy over all queries of every round, for both.
+worker for ParM and worker K its parity worker). Metrics, each with a 95 % CI and each gap as a paired difference over
+the same rounds: the *lost query* of the rounds where a base worker straggled — for ParM the reconstructed query
+(degraded-mode accuracy), for ApproxIFER the query the straggling worker carries most (`experiments.lost_mask`: at
+N = K + 1 each coded query is essentially one query, so that query has lost its node); all K queries of those
+rounds; and all queries of every round. (Scoring ApproxIFER's query j when worker j straggles, as an earlier
+version did, pairs the wrong query: worker j carries query j - 1.)
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from approxifer import data, experiments, models, serving, train
+from approxifer import cache, codec, data, experiments, inference, models, serving, train
 from approxifer.experiments import CACHE_VERSION, ParameterError, WorkerOutputs
 from approxifer.train import Recipe
 
@@ -187,7 +190,7 @@ def evaluate_parity(
     groups = experiments.test_groups(base.dataset, K, seed=seed, n_test=n_test)
     _, y = data.load(base.dataset, "test")
     b = experiments.base_outputs(base, groups, progress=False).astype(np.float64)
-    p = train.predict(model, _summed_queries(base.dataset, groups), device).numpy().astype(np.float64)
+    p = inference.predict(model, _summed_queries(base.dataset, groups), device).numpy().astype(np.float64)
     mse = float(np.mean((p - b.sum(axis=1)) ** 2))
     acc = float(np.mean(reconstruct_all(p, b).argmax(-1) == y[groups]))
     return {"test_mse": mse, "degraded_accuracy": acc}
@@ -224,7 +227,7 @@ def train_parity(
     base_arch = base_arch or arch
     _check(dataset, base_arch, K)
     recipe = recipe or parity_recipe_for(dataset, arch)
-    dev = train.pick_device(device)
+    dev = inference.pick_device(device)
     run_dir = Path(run_dir or train.checkpoint_dir() / f"{dataset}-{parity_name(arch, K)}")
     base = serving.served(dataset, base_arch, device)  # sha256-verified; ModelError when missing
     torch.manual_seed(recipe.seed)
@@ -274,7 +277,7 @@ def finish_parity(model: nn.Module, dataset: str, arch: str, K: int, state: dict
     """Evaluate fp32 and fp16 weights on the whole test set; save (fp16 if the degraded-mode accuracy moves by at
     most 0.05 points) as ``models/<dataset>-<arch>-parityK<K>.*`` with a model card; return the card."""
     K = _check(dataset, arch, K)
-    dev = train.pick_device(device)
+    dev = inference.pick_device(device)
     base = serving.served(dataset, state["base_arch"], device)
     if base.fingerprint != state["base_sha256"]:
         raise models.ModelError(f"the base model {dataset}-{state['base_arch']} changed while the parity trained")
@@ -350,7 +353,7 @@ def served_parity(
     """The parity model as a black box (the same predictor as every served model), checked against its base."""
     card = load_parity_card(dataset, arch, K)
     _check_base(dataset, arch, K, card)
-    dev = train.pick_device(device)
+    dev = inference.pick_device(device)
     model = load_parity(dataset, arch, K, dev)
     name = f"{dataset}-{parity_name(arch, K)}"
     precision = serving.resolve_precision(precision, dev)
@@ -366,18 +369,15 @@ def parity_outputs(
     groups = experiments.test_groups(parity.dataset, K, seed=seed, n_test=n_test)
     key = f"{parity.name}-s{seed}-n{groups.size}-{parity.cache_tag}-v{CACHE_VERSION}"
     path = experiments.cache_dir() / "parity" / f"{key}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            return z["out"]
+    entry = cache.load_npz(path, {"out": (len(groups), len(data.info(parity.dataset).classes))}, finite=("out",))
+    if entry:
+        return entry["out"]
     parts = []
     starts = range(0, len(groups), 500)
     for s in tqdm(starts, desc=f"{parity.name} parity outputs", disable=not progress or len(starts) < 2):
         parts.append(parity.predict(_summed_queries(parity.dataset, groups[s : s + 500])))
     out = np.concatenate(parts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, out=out)
-    tmp.replace(path)
+    cache.save_npz(path, out=out)
     return out
 
 
@@ -394,6 +394,8 @@ class ParmRounds:
     parm: np.ndarray  # (R, K, C) ParM's outputs (exact, except the reconstructed query)
     approxifer: np.ndarray  # (R, K, C) ApproxIFER's decoded outputs, N = K + 1, S = 1
     base: np.ndarray  # (R, K, C) the base model on the queries
+    lost: np.ndarray  # (R,) ApproxIFER's lost query: the one the straggling worker carries most (lost_mask)
+    clusters: np.ndarray  # (R,) the image group of each round (the resampling unit when draws > 1)
 
     @property
     def degraded(self) -> np.ndarray:
@@ -403,13 +405,18 @@ class ParmRounds:
     def correct(self, scheme: str) -> dict[str, np.ndarray]:
         """Which outputs of `scheme` (parm, approxifer, base) are right, by metric (rows are rounds):
 
-        - ``degraded`` (D, 1): query j of each round where base worker j < K straggled (D such rounds);
-        - ``degraded_rounds`` (D, K): all K queries of those rounds;
+        - ``lost`` (D, 1): in each of the D rounds where a base worker straggled, the query that lost its worker —
+          ParM's reconstructed query (the straggler's own), ApproxIFER's lost query (`lost`);
+        - ``lost_all`` (R, 1): the same query in every round (for ParM, rounds where its parity worker straggled
+          lose nothing and count as right when the base model is);
+        - ``degraded_rounds`` (D, K): all K queries of the D rounds;
         - ``all`` (R, K): all K queries of every round.
         """
         ok = getattr(self, scheme).argmax(-1) == self.labels
         d = np.flatnonzero(self.degraded)
-        return {"degraded": ok[d, self.straggler[d]][:, None], "degraded_rounds": ok[d], "all": ok}
+        query = self.lost if scheme == "approxifer" else np.minimum(self.straggler, self.K - 1)
+        lost_all = ok[np.arange(len(ok)), query][:, None]
+        return {"lost": lost_all[d], "lost_all": lost_all, "degraded_rounds": ok[d], "all": ok}
 
 
 def parm_round(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: int = 0) -> ParmRounds:
@@ -428,6 +435,7 @@ def parm_round(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: i
     rng = np.random.default_rng([seed, K, N])
     returned = experiments.draw_returned(wo.G * draws, N, 1, rng)
     straggler = N * (N - 1) // 2 - returned.sum(axis=1)  # the one index missing from 0..N-1
+    lost = experiments.lost_mask(codec.encoder_matrix(K, N, wo.points), returned).argmax(axis=1)
     tile = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
     base, labels = tile(wo.base), tile(wo.labels)
     return ParmRounds(
@@ -437,83 +445,89 @@ def parm_round(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: i
         parm=reconstruct(tile(parity), base, straggler),
         approxifer=experiments.decode_groups(tile(wo.coded), returned, K, N, points=wo.points),
         base=base,
+        lost=lost,
+        clusters=np.tile(np.arange(wo.G), draws),
     )
+
+
+METRICS = ("lost", "lost_all", "degraded_rounds", "all")
 
 
 def parm_table(rounds: list[ParmRounds]) -> pd.DataFrame:
     """One row per K: accuracy with 95 % CIs of ParM, ApproxIFER and the base model on each metric of
     `ParmRounds.correct` (columns ``<scheme>_<metric>``, ``..._low``, ``..._high``), and the paired gaps
-    ApproxIFER - ParM on the reconstructed queries: ``gap_degraded`` (ApproxIFER's same query j) and
-    ``gap_degraded_rounds`` (ApproxIFER's mean over the K queries of the same rounds), and on all queries of every
-    round (``gap_all``), bootstrapped over rounds."""
-
-    def ci(name: str, c: np.ndarray) -> dict:
-        values = experiments.accuracy_ci(c) if len(c) else (np.nan,) * 3
-        return dict(zip((name, f"{name}_low", f"{name}_high"), values, strict=True))
-
+    ApproxIFER - ParM over the same rounds (``gap_<metric>``, bootstrapped by image group)."""
     rows = []
     for r in rounds:
         row = {"K": r.K, "N": r.K + 1, "rounds": len(r.labels), "n_degraded": int(r.degraded.sum())}
         ok = {scheme: r.correct(scheme) for scheme in ("parm", "approxifer", "base")}
-        for scheme, metrics in ok.items():
-            for metric, c in metrics.items():
-                row |= ci(f"{scheme}_{metric}", c)
-        parm = ok["parm"]["degraded"].astype(float)
-        for metric in ("degraded", "degraded_rounds"):
-            row |= ci(f"gap_{metric}", ok["approxifer"][metric].mean(axis=1, keepdims=True) - parm)
-        row |= ci("gap_all", ok["approxifer"]["all"].mean(axis=1) - ok["parm"]["all"].mean(axis=1))
+        cl = {"lost": r.clusters[r.degraded], "degraded_rounds": r.clusters[r.degraded]}
+        for metric in METRICS:
+            clusters = cl.get(metric, r.clusters)
+            for scheme, metrics in ok.items():
+                row |= _ci_row(f"{scheme}_{metric}", experiments.accuracy_ci(metrics[metric], clusters=clusters))
+            gap = experiments.paired_ci(ok["approxifer"][metric], ok["parm"][metric], clusters=clusters)
+            row |= _ci_row(f"gap_{metric}", gap)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def _ci_row(name: str, values: tuple[float, float, float]) -> dict:
+    return dict(zip((name, f"{name}_low", f"{name}_high"), values, strict=True))
+
+
 def by_straggler(rounds: list[ParmRounds]) -> pd.DataFrame:
-    """Accuracy over the K queries of the rounds where each worker straggled (ParM's worker K is its parity
-    worker), and ApproxIFER's accuracy on query j = the straggling worker's index (the same-query metric)."""
+    """Per straggling worker: both schemes over the K queries of its rounds, and each scheme's lost query — for
+    ApproxIFER the query that worker carries most (and, as a reference, query j = the worker's index, the pairing
+    an earlier version used, and the worst query of those rounds)."""
     rows = []
     for r in rounds:
         parm, apx = (r.correct(s)["all"] for s in ("parm", "approxifer"))
         for w in range(r.K + 1):
             m = r.straggler == w
+            if not m.any():  # a worker that never straggled in these rounds (few rounds)
+                continue
+            lost = int(np.bincount(r.lost[m]).argmax())
             rows.append({
-                "K": r.K, "straggler": w, "ParM's worker": f"base, query {w}" if w < r.K else "parity",
-                "rounds": int(m.sum()),
+                "K": r.K, "straggler": w, "rounds": int(m.sum()),
                 "ParM": parm[m].mean(), "ApproxIFER": apx[m].mean(),
-                "ApproxIFER, query j = straggler": apx[m, w].mean() if w < r.K else np.nan,
+                "ParM, lost query": parm[m, w].mean() if w < r.K else np.nan,
+                "ApproxIFER's lost query": lost, "ApproxIFER, lost query": apx[m, lost].mean(),
+                "ApproxIFER, query j = worker": apx[m, w].mean() if w < r.K else np.nan,
                 "ApproxIFER, worst query": apx[m].mean(axis=0).min(),
             })  # fmt: skip
     return pd.DataFrame(rows).set_index(["K", "straggler"])
 
 
-def _fmt(r, name: str) -> str:
-    return experiments.fmt_ci(getattr(r, name), getattr(r, f"{name}_low"), getattr(r, f"{name}_high"))
+def _fmt(r, name: str, signed: bool = False) -> str:
+    from approxifer.report import ci_text
+
+    return ci_text(getattr(r, name), getattr(r, f"{name}_low"), getattr(r, f"{name}_high"), signed=signed)
 
 
-def comparison(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per (dataset, K): both schemes on both metrics (95 % CIs) beside [P]'s ApproxIFER and ParM."""
+def comparison(results: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Two tables, one row per (dataset, K), 95 % CIs beside [P]'s values: ``lost``, the query each round lost
+    (ParM's reconstruction, ApproxIFER's decoded guess), and ``all``, all queries of every round."""
     from approxifer import anchors
     from approxifer.report import NAMES
 
-    rows = []
+    lost, every = [], []
     for dataset, df in results.items():
         for r in df.itertuples():
             P = anchors.PARM.get(r.K, {}).get(dataset)
-            rows.append({
-                "dataset": NAMES[dataset], "K": r.K,
-                "ParM: reconstructed query": _fmt(r, "parm_degraded"),
-                "ApproxIFER: same query": _fmt(r, "approxifer_degraded"),
-                "ApproxIFER: all K, same rounds": _fmt(r, "approxifer_degraded_rounds"),
-                "ParM: all": _fmt(r, "parm_all"), "ApproxIFER: all": _fmt(r, "approxifer_all"),
-                "base": f"{r.base_all:.3f}",
-                "[P] ParM": "–" if P is None else f"{P[1]:.3f}", "[P] ApproxIFER": "–" if P is None else f"{P[0]:.3f}",
-            })  # fmt: skip
-    return pd.DataFrame(rows).set_index(["dataset", "K"])
+            index = {"dataset": NAMES[dataset], "K": r.K}
+            lost.append(index | {"ParM, reconstructed": _fmt(r, "parm_lost"), "ApproxIFER, lost": _fmt(
+                r, "approxifer_lost"), "[P] ParM": "–" if P is None else f"{P[1]:.3f}"})  # fmt: skip
+            every.append(index | {"ParM": _fmt(r, "parm_all"), "ApproxIFER": _fmt(r, "approxifer_all"),
+                                  "[P] ApproxIFER": "–" if P is None else f"{P[0]:.3f}"})  # fmt: skip
+    return {"lost": pd.DataFrame(lost).set_index(["dataset", "K"]),
+            "all": pd.DataFrame(every).set_index(["dataset", "K"])}  # fmt: skip
 
 
 def gaps(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """ApproxIFER - ParM accuracy, four ways, beside [P]'s gap: on ParM's reconstructed queries against ApproxIFER's
-    same query, and against ApproxIFER's K queries of the same rounds; all queries of every round for both; and
-    [P]'s apparent convention, ApproxIFER over all rounds minus ParM's degraded-mode accuracy (no CI: the two are
-    measured on different queries). The first three carry paired bootstrap CIs over rounds."""
+    """ApproxIFER - ParM, paired over the same rounds (95 % CIs): on the query each round lost, on all K queries of
+    those rounds, on all queries of every round; and [P]'s convention, ApproxIFER over all rounds minus ParM's
+    degraded-mode accuracy (no CI: two different metrics), beside [P]'s gap."""
     from approxifer import anchors
     from approxifer.report import NAMES
 
@@ -523,11 +537,11 @@ def gaps(results: dict[str, pd.DataFrame]) -> pd.DataFrame:
             P = anchors.PARM.get(r.K, {}).get(dataset)
             rows.append({
                 "dataset": NAMES[dataset], "K": r.K,
-                "reconstructed vs same query": _fmt(r, "gap_degraded"),
-                "reconstructed vs all K, same rounds": _fmt(r, "gap_degraded_rounds"),
-                "all vs all": _fmt(r, "gap_all"),
-                "[P]'s convention: all vs reconstructed": f"{r.approxifer_all - r.parm_degraded:.3f}",
-                "[P]": "–" if P is None else f"{P[0] - P[1]:.3f}",
+                "lost query": _fmt(r, "gap_lost", signed=True),
+                "all K, same rounds": _fmt(r, "gap_degraded_rounds", signed=True),
+                "all queries": _fmt(r, "gap_all", signed=True),
+                "[P]'s convention": f"{r.approxifer_all - r.parm_lost:+.3f}",
+                "[P]": "–" if P is None else f"{P[0] - P[1]:+.3f}",
             })  # fmt: skip
     return pd.DataFrame(rows).set_index(["dataset", "K"])
 

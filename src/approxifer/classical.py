@@ -423,7 +423,7 @@ def load_card(dataset: str, name: str) -> dict:
             f"no fitted {name} for {dataset} in {models.models_dir()} (looked for {path.name} and {wpath.name}); "
             f"create it with `approxifer fit-classical {dataset} {name}`"
         )
-    return json.loads(path.read_text())
+    return models.read_card(path, dataset=dataset, model=name)
 
 
 def load(dataset: str, name: str) -> ServedModel:

@@ -1,5 +1,5 @@
 """The `approxifer` command: `data`, `train DATASET ARCH`, `train-parity DATASET ARCH K`, `fit-classical DATASET NAME`,
-`notebooks`."""
+`notebooks`, `serve-bench ...`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    commands = ("data", "train", "train-parity", "fit-classical", "notebooks")
+    commands = ("data", "train", "train-parity", "fit-classical", "notebooks", "serve-bench")
+    if argv[:1] in (["-h"], ["--help"]):
+        print(f"usage: approxifer {{{','.join(commands)}}} ...\n\n{__doc__}")
+        return
     if not argv or argv[0] not in commands:
         print(f"usage: approxifer {{{','.join(commands)}}} ...", file=sys.stderr)
         raise SystemExit(2)
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> None:
         classical.main(rest)
     elif command == "notebooks":
         run_notebooks(rest)
+    elif command == "serve-bench":
+        from approxifer.cluster import bench
+
+        bench.main(rest)
 
 
 def run_notebooks(argv: list[str]) -> None:
@@ -56,7 +63,12 @@ def run_notebooks(argv: list[str]) -> None:
     p.add_argument("--src", default="notebooks")
     p.add_argument("--out", default="book")
     a = p.parse_args(argv)
-    params = yaml.safe_load(Path(a.params).read_text()) or {}
+    try:
+        params = yaml.safe_load(Path(a.params).read_text()) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise SystemExit(f"error: cannot read the parameter file {a.params}: {e}") from None
+    if not isinstance(params, dict) or not all(isinstance(v, dict | None) for v in params.values()):
+        raise SystemExit(f"error: {a.params} must map notebook names to parameters (name: {{param: value}})")
     unknown = [n for n in a.names if n not in params]
     if unknown:
         raise SystemExit(f"error: {', '.join(unknown)} not in {a.params}; known: {', '.join(params)}")
@@ -65,6 +77,9 @@ def run_notebooks(argv: list[str]) -> None:
         print(f"== {src} -> {out} with {params[name]}", flush=True)
         nb = papermill.execute_notebook(src, out, parameters=params[name] or {}, log_output=True, cwd=str(Path.cwd()))
         nb.metadata["approxifer"] = reproducibility.execution_record(params[name] or {})  # read by published_runs
+        for cell in nb.cells:  # the parameters papermill injected: behind a toggle, like the defaults they override
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell.metadata["tags"] = [*cell.metadata["tags"], "hide-input"]
         nbformat.write(nb, out)
 
 

@@ -12,21 +12,24 @@ a convex-like combination whose weights sum to one and which has no pole on the 
 * Decoder: nodes $\beta_i$ of the returned workers carry their outputs $Y_i$; the decoded outputs are $r(\alpha_j)$.
 
 Both are linear in the data, so each is one matrix product with a weight matrix that depends only on
-$(K, N)$ — and, for the decoder, the returned set. The matrices are computed once in float64 and cached.
-Arrays carry the K queries (or the returned outputs) along ``axis``; the axes before it are group axes (many
-groups of K at once), the axes after it are the payload (an image, a vector of logits).
+$(K, N)$ — and, for the decoder, the returned set. The matrices are computed once in float64 and cached (within a
+byte budget, `approxifer.cache`). Arrays carry the K queries (or the returned outputs) along ``axis``; the axes
+before it are group axes (many groups of K at once), the axes after it are the payload (an image, a vector of
+logits). A batched call costs about one copy of its input (``make bench``): the product reads the input once and
+writes the output once, and NaN or Inf in the input is detected on the output (see `_apply`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from functools import lru_cache
+from collections.abc import MappingView, Sequence, Set
 from numbers import Integral
 from typing import TypeVar
 
 import numpy as np
 import torch
+
+from approxifer.cache import ByteLRU, byte_cached
 
 __all__ = [
     "berrut_matrix",
@@ -66,7 +69,12 @@ def _check_sizes(K: object, N: object) -> tuple[int, int]:
 def _check_returned(returned: object, N: int) -> tuple[int, ...]:
     if isinstance(returned, torch.Tensor | np.ndarray):
         returned = returned.tolist()
-    if isinstance(returned, str | bytes) or not isinstance(returned, Sequence | set | frozenset | range):
+    if isinstance(returned, Set | MappingView):
+        raise TypeError(
+            f"returned must be an ordered sequence of worker indices (the order of the rows), got the unordered "
+            f"{type(returned).__name__} {returned!r}; pass a list in the order of the rows, e.g. sorted(returned)"
+        )
+    if isinstance(returned, str | bytes) or not isinstance(returned, Sequence):
         raise TypeError(f"returned must be a sequence of worker indices, got {type(returned).__name__}")
     out = []
     for i in returned:
@@ -157,7 +165,7 @@ def berrut_matrix(nodes: np.ndarray, targets: np.ndarray, signs: np.ndarray | No
     return w
 
 
-@lru_cache(maxsize=256)
+@byte_cached()
 def encoder_matrix(K: int, N: int, points: str = "paper") -> np.ndarray:
     r"""The (N, K) matrix $E_{ij} = l_j(\beta_i)$: coded query $i$ is $\sum_j E_{ij} X_j$. Read-only."""
     K, N = _check_sizes(K, N)
@@ -188,7 +196,7 @@ def decoder_matrix(
     return _decoder_matrix_ordered(K, N, _check_returned(returned, N), signs, points)
 
 
-@lru_cache(maxsize=4096)
+@byte_cached()
 def _decoder_matrix_ordered(K: int, N: int, returned: tuple[int, ...], signs: str, points: str) -> np.ndarray:
     """The sorted set's matrix with its columns put back in the order of `returned` (cached per order)."""
     w = _decoder_matrix_sorted(K, N, tuple(sorted(returned)), signs, points)
@@ -198,7 +206,7 @@ def _decoder_matrix_ordered(K: int, N: int, returned: tuple[int, ...], signs: st
     return out
 
 
-@lru_cache(maxsize=4096)
+@byte_cached()
 def _decoder_matrix_sorted(
     K: int, N: int, returned: tuple[int, ...], signs: str = "position", points: str = "paper"
 ) -> np.ndarray:
@@ -209,18 +217,73 @@ def _decoder_matrix_sorted(
 # ---------------------------------------------------------------- encode / decode
 
 
-def _apply(w: np.ndarray, x: Array, axis: int) -> Array:
-    """Contract the rows of `x` along `axis` with the matrix `w` (out, in); same type, dtype and device.
+#: The weight matrices in each input's dtype and device, with the rows that check the output (`_weights`).
+_WEIGHTS = ByteLRU()
 
-    `x` is viewed as (groups, in, payload) so that the product is one (batched) BLAS matrix multiplication.
+
+def _weights(w: np.ndarray, key: tuple, like: Array) -> tuple[Array, list[int], np.ndarray]:
+    """`w` cast to `like`'s library, dtype and device (cached under `key`); the output rows that together carry every
+    input row, and the input rows that no output row carries (see `_apply`)."""
+    device = str(like.device) if isinstance(like, torch.Tensor) else "numpy"
+
+    def make() -> tuple[Array, list[int], np.ndarray]:
+        if isinstance(like, torch.Tensor):
+            cast = torch.tensor(w, dtype=like.dtype, device=like.device)
+            nonzero = (cast != 0).cpu().numpy()
+        else:
+            cast = w.astype(like.dtype, copy=False)
+            nonzero = cast != 0
+        rows, left = [], nonzero.any(axis=0)
+        unseen = np.flatnonzero(~left)
+        while left.any():  # greedy cover; one row when some row has no zero weight (the usual case)
+            r = int(nonzero[:, left].sum(axis=1).argmax())
+            rows.append(r)
+            left &= ~nonzero[r]
+        return cast, rows, unseen
+
+    return _WEIGHTS.get((*key, like.dtype, device), make)
+
+
+def _finite_rows(a3: Array, rows: Sequence[int]) -> bool:
+    """Whether the rows `rows` of `a3` (groups, rows, payload) hold no NaN or Inf. In torch from a sum (one pass:
+    NaN and Inf survive a sum; an overflow of finite values reads as not finite, which only costs the exact check)."""
+    if isinstance(a3, torch.Tensor):
+        acc = torch.float32 if a3.element_size() < 4 else a3.dtype
+        return bool(torch.isfinite(sum(a3[:, r].sum(dtype=acc) for r in rows)))
+    return all(np.isfinite(a3[:, r]).all() for r in rows)
+
+
+def _apply(w: np.ndarray, key: tuple, x: Array, axis: int, name: str, what: str, labels: Sequence[int]) -> Array:
+    """Contract the rows of `x` along `axis` with the matrix `w` (out, in); same type, dtype, device and layout.
+
+    `x` is viewed as (groups, in, payload), its payload axes in memory order (so a channels-last batch is not
+    copied), and the product is one batched BLAS matrix multiplication. NaN or Inf is looked for on the output: a
+    NaN or ±Inf input times a nonzero weight is NaN or ±Inf, and no sum with it is finite, so the output rows of
+    `_weights` (usually one) carry every input's. Only when they are not finite are the input rows along `axis`
+    checked one by one, to name the offending ones with `name`, `what` and `labels`; finite inputs whose product
+    overflowed are returned as they are.
     """
-    lead, rows, trail = x.shape[:axis], x.shape[axis], x.shape[axis + 1 :]
-    x3 = x.reshape(math.prod(lead), rows, math.prod(trail))
-    if isinstance(x, torch.Tensor):
-        out = torch.matmul(torch.tensor(w, dtype=x.dtype, device=x.device), x3)
+    lead, rows = x.shape[:axis], x.shape[axis]
+    is_torch = isinstance(x, torch.Tensor)
+    strides = x.stride() if is_torch else x.strides
+    payload = sorted(range(axis + 1, x.ndim), key=lambda d: -abs(strides[d]))  # memory order (stable)
+    perm = (*range(axis + 1), *payload)
+    moved = payload != sorted(payload)
+    xp = (x.permute(perm) if is_torch else x.transpose(perm)) if moved else x
+    x3 = xp.reshape(math.prod(lead), rows, math.prod(xp.shape[axis + 1 :]))  # a view unless the layout forbids
+    W, check_rows, unseen = _weights(w, key, x)
+    if is_torch:
+        out3 = torch.matmul(W, x3)
     else:
-        out = np.matmul(w.astype(x.dtype, copy=False), x3)
-    return out.reshape(*lead, w.shape[0], *trail)
+        with np.errstate(invalid="ignore"):  # Inf in the input (reported below) times a zero weight
+            out3 = np.matmul(W, x3)
+    if not _finite_rows(out3, check_rows) or (unseen.size and not _finite_rows(x3, unseen.tolist())):
+        _check_finite(name, x, axis, what, labels)
+    out = out3.reshape(*lead, w.shape[0], *xp.shape[axis + 1 :])
+    if not moved:
+        return out
+    inverse = sorted(range(x.ndim), key=perm.__getitem__)
+    return out.permute(inverse) if is_torch else out.transpose(inverse)
 
 
 def encode(X: Array, N: int, *, axis: int = 0, points: str = "paper") -> Array:
@@ -242,10 +305,9 @@ def encode(X: Array, N: int, *, axis: int = 0, points: str = "paper") -> Array:
     """
     axis = _check_array("X", X, axis)
     K, N = _check_sizes(X.shape[axis], N)
-    _check_finite("X", X, axis, "queries", range(K))
     if points not in POINTS:
         raise ValueError(f"points must be one of {', '.join(POINTS)}, got {points!r}")
-    return _apply(encoder_matrix(K, N, points), X, axis)
+    return _apply(encoder_matrix(K, N, points), ("encoder", K, N, points), X, axis, "X", "queries", range(K))
 
 
 def decode(
@@ -269,5 +331,5 @@ def decode(
     axis = _check_array("Y", Y, axis)
     if Y.shape[axis] != len(returned):
         raise ValueError(f"Y has {Y.shape[axis]} rows along axis {axis} but returned lists {len(returned)} workers")
-    _check_finite("Y", Y, axis, "workers", returned)
-    return _apply(decoder_matrix(K, N, returned, signs=signs, points=points), Y, axis)
+    D = decoder_matrix(K, N, returned, signs=signs, points=points)
+    return _apply(D, ("decoder", K, N, returned, signs, points), Y, axis, "Y", "workers", returned)

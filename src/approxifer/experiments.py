@@ -5,7 +5,9 @@ model is a black box, see `serving`), a straggler pattern says which workers ret
 approximate outputs, and their argmax is compared with the labels. The test set is shuffled with the seed and
 split into groups of K (every image used once; the last `n mod K` are left out). Worker outputs on the coded
 queries do not depend on the straggler pattern, the locator or the privacy noise, so they are computed once per
-(model, dataset, K, N, seed, n_test, code version) and cached on disk; every experiment reuses them.
+(model, dataset, K, N, seed, n_test, code version) and cached on disk; every experiment reuses them. Entries are
+written atomically and checked when read (`approxifer.cache`): concurrent runs of the same key are safe, and a
+damaged entry is reported with its path and recomputed.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from approxifer import codec, data
+from approxifer import cache, codec, data
+from approxifer.errors import ParameterError
 from approxifer.serving import ServedModel
 
 __all__ = [
     "ParameterError",
+    "StragglerRounds",
     "WorkerOutputs",
     "accuracy_ci",
     "any_subset",
@@ -41,10 +45,12 @@ __all__ = [
     "draw_returned",
     "fmt_ci",
     "lost_mask",
+    "masked_mean",
     "paired_ci",
     "per_query_accuracy",
     "replication_correct",
     "stage_times",
+    "straggler_rounds",
     "straggler_table",
     "stragglers_of",
     "test_groups",
@@ -56,10 +62,6 @@ __all__ = [
 # bump when what is cached (inputs, encoding, inference) changes meaning; 2: keyed by precision too (1 was bf16)
 CACHE_VERSION = 2
 TRANSFORMS = ("logits", "probs", "logprobs")
-
-
-class ParameterError(ValueError):
-    """An experiment was asked for with parameters that cannot work."""
 
 
 def _int(name: str, value: object, minimum: int) -> int:
@@ -120,11 +122,16 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _save(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+def _check_done(entry: dict[str, np.ndarray]) -> None:
+    if entry["done"].dtype != bool or not np.isfinite(entry["out"][entry["done"]]).all():
+        raise ValueError("NaN or Inf among the outputs marked done")
+
+
+def _timings(entry: dict[str, np.ndarray]) -> dict:
+    timings = json.loads(str(entry["timings"]))
+    if not isinstance(timings, dict):
+        raise ValueError(f"timings is {timings!r}, not a JSON object")
+    return timings
 
 
 def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test", progress: bool = True) -> np.ndarray:
@@ -132,11 +139,9 @@ def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test"
     folder = "base" if split == "test" else split
     path = cache_dir() / folder / f"{model.dataset}-{model.cache_tag}-v{CACHE_VERSION}.npz"
     n_all = data.info(model.dataset).counts[split]
-    if path.exists():
-        with np.load(path) as z:
-            out, done = z["out"], z["done"]
-    else:
-        out, done = None, np.zeros(n_all, bool)
+    classes = len(data.info(model.dataset).classes)
+    entry = cache.load_npz(path, {"out": (n_all, classes), "done": (n_all,)}, check=_check_done)
+    out, done = (entry["out"], entry["done"]) if entry else (None, np.zeros(n_all, bool))
     flat = np.unique(indices)
     todo = flat[~done[flat]]
     if len(todo):
@@ -147,7 +152,7 @@ def base_outputs(model: ServedModel, indices: np.ndarray, *, split: str = "test"
             out = np.full((n_all, y.shape[1]), np.nan, np.float32) if out is None else out
             out[chunk] = y
         done[todo] = True
-        _save(path, out=out, done=done)
+        cache.save_npz(path, out=out, done=done)
     return out[indices]
 
 
@@ -182,10 +187,10 @@ def worker_outputs(
     path = cache_dir() / "coded" / f"{model.name}-K{K}-N{N}-s{seed}-{key}.npz"
     x, y = data.load(model.dataset, "test")
     base = base_outputs(model, groups, progress=progress)
-    if path.exists():
-        with np.load(path) as z:
-            coded, timings = z["coded"], json.loads(str(z["timings"]))
-        return WorkerOutputs(K, N, groups, y[groups], base, coded, timings, points)
+    shapes = {"coded": (len(groups), N, len(data.info(model.dataset).classes)), "timings": ()}
+    entry = cache.load_npz(path, shapes, finite=("coded",), check=_timings)
+    if entry:
+        return WorkerOutputs(K, N, groups, y[groups], base, entry["coded"], _timings(entry), points)
 
     parts, t_enc, t_inf = [], 0.0, 0.0
     starts = range(0, len(groups), chunk)
@@ -209,7 +214,7 @@ def worker_outputs(
         coded = np.concatenate([coded, base[:, E[onehot].argmax(axis=1)].astype(coded.dtype)], axis=1)
         coded = coded[:, np.argsort(np.concatenate([run, np.flatnonzero(onehot)]))]
     timings = {"encode": t_enc / len(groups), "inference": t_inf / len(groups), "device": model.device}
-    _save(path, coded=coded, timings=json.dumps(timings))
+    cache.save_npz(path, coded=coded, timings=json.dumps(timings))
     return WorkerOutputs(K, N, groups, y[groups], base, coded, timings, points)
 
 
@@ -320,6 +325,13 @@ def paired_ci(
     return bootstrap_ci(mean(a) - mean(b), level=level, n_boot=n_boot, seed=seed, clusters=clusters)
 
 
+def masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Per row, the mean of `values` where `mask` holds: (G, K), (G, K) -> (G,), NaN for rows with none."""
+    n = mask.sum(axis=1)
+    total = np.where(mask, values, 0).sum(axis=1)
+    return np.divide(total, n, out=np.full(len(n), np.nan), where=n > 0)
+
+
 def stragglers_of(returned: np.ndarray, N: int) -> np.ndarray:
     """The workers that did not return, per round: (G, R) returned sets -> (G, N - R), sorted."""
     back = np.zeros((len(returned), N), bool)
@@ -360,6 +372,53 @@ def replication_correct(wo: WorkerOutputs, returned: np.ndarray) -> np.ndarray:
     return answered & (wo.base.argmax(-1) == wo.labels)
 
 
+@dataclass
+class StragglerRounds:
+    """Per-round results of one straggler configuration (rows: G · draws rounds, the first G the first draw).
+
+    `correct` maps a scheme (``approxifer``, ``replication``, ``uncoded``, ``base``) to its (rounds, K) boolean
+    correct predictions, all on the same image groups; `returned` is ApproxIFER's (and replication's) returned set
+    per round, `lost` the (rounds, K) mask of the queries ApproxIFER loses to its stragglers (`lost_mask`), and
+    `clusters` the image group of each round (the resampling unit when draws > 1)."""
+
+    K: int
+    N: int
+    S: int
+    returned: np.ndarray
+    correct: dict[str, np.ndarray]
+    lost: np.ndarray
+    clusters: np.ndarray
+
+
+def straggler_rounds(
+    wo: WorkerOutputs,
+    *,
+    draws: int = 1,
+    seed: int = 0,
+    kind: str = "logits",
+    baselines: bool = True,
+    signs: str = "position",
+) -> StragglerRounds:
+    """ApproxIFER's rounds with S = N - K random stragglers (and, with `baselines`, uncoded and replication on the
+    same image groups; replication on the same returned sets)."""
+    S = wo.N - wo.K
+    rng = np.random.default_rng([seed, wo.K, wo.N])
+    truth = np.tile(wo.labels, (draws, 1))
+    returned = draw_returned(wo.G * draws, wo.N, S, rng)
+    Y = np.tile(transform(wo.coded, kind), (draws, 1, 1))
+    decoded = decode_groups(Y, returned, wo.K, wo.N, signs=signs, points=wo.points)
+    correct = {"approxifer": decoded.argmax(-1) == truth, "base": np.tile(wo.base.argmax(-1) == wo.labels, (draws, 1))}
+    if baselines:
+        correct["replication"] = replication_correct(_tiled(wo, draws), returned)
+        correct["uncoded"] = uncoded_correct(_tiled(wo, draws), S, rng)
+    lost = lost_mask(codec.encoder_matrix(wo.K, wo.N, wo.points), returned)
+    return StragglerRounds(wo.K, wo.N, S, returned, correct, lost, np.tile(np.arange(wo.G), draws))
+
+
+def _ci_columns(name: str, values: tuple[float, float, float]) -> dict[str, float]:
+    return dict(zip((name, f"{name}_low", f"{name}_high"), values, strict=True))
+
+
 def straggler_table(
     outputs: Iterable[WorkerOutputs],
     *,
@@ -369,23 +428,26 @@ def straggler_table(
     baselines: bool = True,
     signs: str = "position",
 ) -> pd.DataFrame:
-    """ApproxIFER (and uncoded / replication) accuracy with CIs, one row per WorkerOutputs with S = N - K."""
+    """ApproxIFER (and uncoded / replication) accuracy with CIs, one row per WorkerOutputs with S = N - K.
+
+    Besides each scheme's accuracy: ApproxIFER's accuracy on the queries it loses to its stragglers (``lost``) and
+    on the others (``kept``), and the paired differences of the baselines from ApproxIFER over the same rounds
+    (``replication_diff``, ``uncoded_diff``); every CI resamples image groups (`bootstrap_ci`)."""
     rows = []
     for wo in outputs:
-        S = wo.N - wo.K
-        rng = np.random.default_rng([seed, wo.K, wo.N])
-        truth = np.tile(wo.labels, (draws, 1))
-        returned = draw_returned(wo.G * draws, wo.N, S, rng)
-        Y = np.tile(transform(wo.coded, kind), (draws, 1, 1))
-        decoded = decode_groups(Y, returned, wo.K, wo.N, signs=signs, points=wo.points)
-        row = {"K": wo.K, "S": S, "N": wo.N, "rounds": wo.G * draws, "queries": truth.size}
-        row |= dict(zip(("accuracy", "ci_low", "ci_high"), accuracy_ci(decoded.argmax(-1) == truth), strict=True))
-        row |= dict(zip(("base", "base_low", "base_high"), accuracy_ci(wo.base.argmax(-1) == wo.labels), strict=True))
+        r = straggler_rounds(wo, draws=draws, seed=seed, kind=kind, baselines=baselines, signs=signs)
+        c, cl = r.correct, r.clusters
+        row = {"K": wo.K, "S": r.S, "N": wo.N, "rounds": len(cl), "queries": c["approxifer"].size}
+        row |= _ci_columns("accuracy", accuracy_ci(c["approxifer"], clusters=cl))
+        row |= dict(zip(("ci_low", "ci_high"), (row.pop("accuracy_low"), row.pop("accuracy_high")), strict=True))
+        row |= _ci_columns("base", accuracy_ci(c["base"][: wo.G]))
+        row |= _ci_columns("lost", bootstrap_ci(masked_mean(c["approxifer"], r.lost), clusters=cl))
+        row |= _ci_columns("kept", bootstrap_ci(masked_mean(c["approxifer"], ~r.lost), clusters=cl))
+        row["lost_per_round"] = float(r.lost.sum(axis=1).mean())
         if baselines:
-            rep = replication_correct(_tiled(wo, draws), returned)
-            unc = uncoded_correct(_tiled(wo, draws), S, rng)
-            row |= dict(zip(("replication", "replication_low", "replication_high"), accuracy_ci(rep), strict=True))
-            row |= dict(zip(("uncoded", "uncoded_low", "uncoded_high"), accuracy_ci(unc), strict=True))
+            for name in ("replication", "uncoded"):
+                row |= _ci_columns(name, accuracy_ci(c[name], clusters=cl))
+                row |= _ci_columns(f"{name}_diff", paired_ci(c[name], c["approxifer"], clusters=cl))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -445,7 +507,7 @@ def check_params(
 ) -> None:
     """Validate a notebook's parameters up front; raise one `ParameterError` that says what is wrong."""
     from approxifer import models, serving
-    from approxifer.train import pick_device
+    from approxifer.inference import pick_device
 
     if isinstance(datasets, str):
         raise ParameterError(f"datasets must be a list of names, got the string {datasets!r}")

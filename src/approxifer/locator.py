@@ -78,13 +78,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
 from itertools import combinations
 from typing import Literal
 
 import numpy as np
 import torch
 
+from approxifer.cache import byte_cached
 from approxifer.codec import (
     _check_array,
     _check_finite,
@@ -154,15 +154,20 @@ def _prepare(
         )
     if R < need:
         raise ValueError(f"too few returned results even for an under-determined fit: need K+2E = {need}, got {R}")
+    if E and not math.prod(Y.shape[axis + 1 :]):
+        raise ValueError(
+            f"Y has no output coordinates (shape {tuple(Y.shape)}, workers along axis {axis}): there is nothing to "
+            f"locate {E} adversaries by"
+        )
     _check_finite("Y", Y, axis, "workers", returned)
     return K, N, E, method, returned, axis
 
 
 def _as_groups(Y: np.ndarray | torch.Tensor, axis: int, order: np.ndarray) -> np.ndarray:
-    """View `Y` as float64 numpy (G, R, C), rows permuted by `order` (workers sorted by index)."""
-    y = Y.detach().cpu().numpy() if isinstance(Y, torch.Tensor) else Y
-    lead, rows = y.shape[:axis], y.shape[axis]
-    y3 = np.asarray(y, dtype=np.float64).reshape(math.prod(lead), rows, -1)
+    """View `Y` (any floating dtype, bfloat16 included) as float64 numpy (G, R, C), rows permuted by `order`."""
+    y = Y.detach().cpu().to(torch.float64).numpy() if isinstance(Y, torch.Tensor) else Y
+    lead, rows, trail = y.shape[:axis], y.shape[axis], y.shape[axis + 1 :]
+    y3 = np.asarray(y, dtype=np.float64).reshape(math.prod(lead), rows, math.prod(trail))
     return y3[:, order]
 
 
@@ -189,10 +194,10 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(n)
 
 
-@lru_cache(maxsize=64)
+@byte_cached()
 def _elimination(z: tuple[float, ...], d: int, kind: str) -> tuple[np.ndarray, ...]:
     """For nodes `z` (shared by every group and coordinate): Φ, Φ₁ᵀ, U⊥ (orthonormal, ⟂ range Φ) and U⊥ ⊗ Φ₁;
-    cached read-only (torch tensors of the last three)."""
+    cached read-only within a byte budget (torch tensors of the last three)."""
     phi = _basis(np.array(z), d, kind)
     phi.flags.writeable = False
     complement = np.linalg.qr(phi, mode="complete")[0][:, d + 1 :]  # (R, R-d-1)
@@ -366,8 +371,8 @@ def _locate_rows(
     order = np.argsort(returned, kind="stable")
     workers = np.asarray(returned, dtype=np.int64)[order]
     G = math.prod(Y.shape[:axis])
-    if E == 0:
-        return workers, order, np.empty((G, 0), dtype=np.int64)
+    if E == 0 or G == 0:
+        return workers, order, np.empty((G, E), dtype=np.int64)
     z = worker_points(N)[workers]
     y3 = _as_groups(Y, axis, order)
     if method == "paper":
@@ -421,8 +426,11 @@ def decode_excluding(
     axis = _check_array("Y", Y, axis)
     if Y.shape[axis] != len(returned):
         raise ValueError(f"Y has {Y.shape[axis]} rows along axis {axis} but returned lists {len(returned)} workers")
-    excluded = np.asarray(excluded, dtype=np.int64)
-    if excluded.shape[:-1] != Y.shape[:axis]:
+    excluded = np.asarray(excluded)
+    if excluded.size and excluded.dtype.kind not in "iu":
+        raise ValueError(f"excluded must hold integer worker indices, got {excluded.dtype} {excluded.flat[0]!r}")
+    excluded = excluded.astype(np.int64)
+    if excluded.ndim == 0 or excluded.shape[:-1] != Y.shape[:axis]:
         raise ValueError(f"excluded has shape {excluded.shape}, expected {(*Y.shape[:axis], 'E')}")
     order = np.argsort(returned, kind="stable")
     workers = np.asarray(returned, dtype=np.int64)[order]

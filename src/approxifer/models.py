@@ -21,7 +21,19 @@ from torchvision.models.vgg import VGG, cfgs, make_layers
 
 from approxifer.data import REPO_ROOT, info
 
-__all__ = ["ARCHS", "ModelError", "build", "card_path", "load", "load_card", "models_dir", "save", "weights_path"]
+__all__ = [
+    "ARCHS",
+    "ModelError",
+    "build",
+    "card_path",
+    "load",
+    "load_card",
+    "models_dir",
+    "read_card",
+    "save",
+    "seed_variant",
+    "weights_path",
+]
 
 
 class ModelError(RuntimeError):
@@ -103,6 +115,16 @@ def build(arch: str, dataset: str) -> nn.Module:
 # ---------------------------------------------------------------- trained weights
 
 
+def seed_variant(seed: int) -> str:
+    """The file suffix of a model trained with another seed than the recipe's default 0: ``-seed<k>``.
+
+    Seed 0 is the shipped model (``models/<dataset>-<arch>.*``); seed k is ``models/<dataset>-<arch>-seed<k>.*``,
+    trained with the same recipe, to measure how much a result depends on which trained model was drawn."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return f"-seed{seed}" if seed else ""
+
+
 def models_dir() -> Path:
     """Where trained weights live: ``$APPROXIFER_MODELS``, else ``models/`` in the checkout."""
     return Path(os.environ.get("APPROXIFER_MODELS", REPO_ROOT / "models"))
@@ -142,7 +164,28 @@ def load_card(dataset: str, arch: str, *, variant: str = "", command: str | None
             f"no trained {arch}{variant} for {dataset} in {models_dir()} (looked for {path.name} and "
             f"{weights.name}); create it with `{command or _train_command(dataset, arch)}`"
         )
-    return json.loads(path.read_text())
+    return read_card(path, dataset=dataset, arch=arch)
+
+
+def read_card(path: Path, **names: str) -> dict:
+    """The model card at `path`: a JSON object with the `weights_sha256` of its weights, whose fields named in `names`
+    (e.g. ``dataset``, ``arch``), where it has them, agree with the file name. Else `ModelError` naming the file."""
+    restore = f"restore it (git checkout {path.name}) or retrain the model"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ModelError(f"cannot read the model card {path}: {e}; {restore}") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"the model card {path} holds a JSON {type(card).__name__}, not an object; {restore}")
+    sha = card.get("weights_sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise ModelError(f"the model card {path} has no weights_sha256 (64 hex digits), got {sha!r}; {restore}")
+    for field, want in names.items():
+        if field in card and card[field] != want:
+            raise ModelError(
+                f"the model card {path} is for {field} {card[field]!r}, but its file name says {want!r}; {restore}"
+            )
+    return card
 
 
 def load(

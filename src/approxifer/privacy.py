@@ -5,8 +5,8 @@ $\varepsilon$-differential privacy. Its statement has three gaps, fixed here: it
 $\ell_2$ norm while the Laplace mechanism (and its own proof) needs the $\ell_1$ norm; it analyses one worker's
 release while every query reaches all N workers; and it never measures the cost in accuracy.
 
-**Laplace mechanism** (Dwork & Roth 2014, Thm 3.6). For $g: \mathcal{D} \to \mathbb{R}^d$ with $\ell_1$
-sensitivity $\Delta_1 = \max_{D \sim D'} \lVert g(D) - g(D') \rVert_1$, releasing
+**Laplace mechanism** (Dwork & Roth 2014, Thm 3.6), over the reals. For $g: \mathcal{D} \to \mathbb{R}^d$ with
+$\ell_1$ sensitivity $\Delta_1 = \max_{D \sim D'} \lVert g(D) - g(D') \rVert_1$, releasing
 $g(D) + (L_1, \dots, L_d)$ with $L_k$ i.i.d. $\mathrm{Lap}(0, b)$, density $\frac{1}{2b} e^{-|y|/b}$ and
 $b = \Delta_1 / \varepsilon$, is $\varepsilon$-DP: for every measurable set $S$,
 $P[M(D) \in S] \le e^{\varepsilon} P[M(D') \in S]$.
@@ -43,13 +43,27 @@ with even N, or N = 2K) the encoder row is one-hot and that worker receives $X_j
 * The master (encoder/decoder) sees all queries in the clear. Nothing here protects anything from it.
 * Each worker sees its coded query in the clear; output noise is added *after* the model has read it, so it
   does NOT protect queries from the workers (any K workers with an invertible block of $E$ recover all queries).
-* Whoever receives the workers' outputs — the decoder's output channel, the users who get the decoded
-  predictions, an eavesdropper on the worker→master links, a worker that sees other workers' outputs — sees only
-  noisy predictions. Against them the whole round's release is $N\varepsilon_{\text{worker}}$-DP with respect to
-  each query, and so is anything computed from it (post-processing), including the decoded outputs.
+  A worker is therefore never a protected party, even one that also sees other workers' outputs.
+* Whoever receives only the workers' outputs — the decoder's output channel, the users who get the decoded
+  predictions, an eavesdropper on the worker→master links — sees only noisy predictions. Against them the whole
+  round's release is $N\varepsilon_{\text{worker}}$-DP with respect to each query, and so is anything computed
+  from it (post-processing), including the decoded outputs.
 * The guarantee is about the queries of one round, not the model's training data: protecting training data
   against model inversion needs DP with respect to the training set (e.g. DP-SGD), a different neighbouring
   relation.
+
+**In floating point.** The textbook sampler, $x + b \log(\cdot)$ of a uniform double (numpy's `laplace`), is not
+$\varepsilon$-DP as implemented: the sets of doubles reachable from two neighbours differ, so one release can
+rule a neighbour out (Mironov 2012; `impossible_fraction` measures it, `textbook_laplace` keeps the sampler for
+that). The release here is exact on a grid instead, the construction of OpenDP's Laplace on floats: each value is
+rounded to the nearest multiple of $\gamma = 2^k$ and exact discrete Laplace noise of scale $T$ grid steps is
+added to the integer index (Canonne, Kamath & Steinke 2020). Every grid point has positive probability from
+every input, and the integer privacy loss is bounded exactly: rounding moves two neighbours' indices apart by at
+most $\lfloor \Delta_1/\gamma \rfloor + d$ for $d$ released values, so $T = \lceil (\Delta_1/\gamma + d) /
+\varepsilon \rceil$ makes the release $\varepsilon' = (\lfloor \Delta_1/\gamma \rfloor + d)/T \le
+\varepsilon$-DP (`laplace_grid`). Two samplers draw it: `laplace_release` (OpenDP, the operating system's
+randomness, for deployment) and `laplace_mechanism` (seeded numpy, exact integer arithmetic, ~100 times faster,
+for the experiments); the tests check that they agree in distribution.
 
 **Empirical audit.** `audit` samples a (1-D projection of a) mechanism on two neighbouring inputs, counts the
 samples in common bins $B$, and bounds each bin's privacy loss
@@ -63,6 +77,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from numbers import Integral, Real
 
 import numpy as np
@@ -72,18 +87,24 @@ from approxifer import codec
 
 __all__ = [
     "AuditResult",
+    "LaplaceGrid",
     "PrivacyCost",
     "advanced_composition",
     "audit",
     "clip_logits",
     "clipped_logits_l1_sensitivity",
+    "discrete_laplace",
     "epsilon_worker_for_total",
+    "impossible_fraction",
+    "laplace_grid",
     "laplace_mechanism",
+    "laplace_release",
     "laplace_scale",
     "queries_reach_all_workers",
     "round_privacy",
     "softmax",
     "softmax_l1_sensitivity",
+    "textbook_laplace",
     "workers_per_query",
 ]
 
@@ -137,25 +158,236 @@ def _check_values(name: str, values: object) -> np.ndarray:
     return arr
 
 
-# ---------------------------------------------------------------- mechanism and sensitivities
+# ---------------------------------------------------------------- the Laplace release, exact in floating point
+
+GRID_BITS = 20  # the grid step is about 2^-20 of the noise scale (and of the sensitivity per value)
+ATTACKED = ("textbook", "grid")
 
 
 def laplace_scale(epsilon: float, l1_sensitivity: float) -> float:
-    r"""The Laplace scale $b = \Delta_1 / \varepsilon$ (standard deviation $\sqrt{2}\,b$)."""
-    return _check_positive("l1_sensitivity", l1_sensitivity) / _check_positive("epsilon", epsilon)
+    r"""The nominal Laplace scale $b = \Delta_1 / \varepsilon$ (standard deviation $\sqrt{2}\,b$).
+
+    The implemented release noises on a grid with scale `laplace_grid(...).scale`, at most $2^{-18}$ larger.
+    Scales outside $[2^{-1000}, 2^{1000}]$ are refused: float64 cannot carry such a release.
+    """
+    delta = _check_positive("l1_sensitivity", l1_sensitivity)
+    eps = _check_positive("epsilon", epsilon)
+    b = delta / eps
+    if b > 2.0**1000:
+        raise ValueError(
+            f"epsilon = {eps!r} is so small that the Laplace scale l1_sensitivity / epsilon = {delta!r} / {eps!r} "
+            f"= {b!r} overflows float64 (at most 2^1000 ~ 1e301): such a release is pure noise"
+        )
+    if b < 2.0**-1000:
+        raise ValueError(
+            f"epsilon = {eps!r} is so large that the Laplace scale l1_sensitivity / epsilon = {b!r} is below "
+            f"2^-1000 ~ 1e-301, finer than float64 can carry: such a release protects nothing"
+        )
+    return b
+
+
+@dataclass(frozen=True)
+class LaplaceGrid:
+    r"""How a release of `size` values with $\ell_1$ sensitivity $\Delta$ is noised at a budget $\varepsilon$.
+
+    The values are rounded to the grid $\gamma = 2^k$ and integer noise of scale `units` $= T$ grid steps is
+    added. `scale` $= T\gamma \ge \Delta/\varepsilon$ is the noise scale in value units; `epsilon` is the
+    $\varepsilon' = (\lfloor \Delta/\gamma \rfloor + d)/T \le \varepsilon$ the release achieves, $d$ = `size`.
+    """
+
+    k: int
+    units: int
+    scale: float
+    epsilon: float
+    size: int
+
+    @property
+    def step(self) -> float:
+        r"""The grid step $\gamma = 2^k$."""
+        return math.ldexp(1.0, self.k)
+
+
+def laplace_grid(epsilon: float, l1_sensitivity: float, size: int = 1) -> LaplaceGrid:
+    r"""The grid and integer noise scale of an $\varepsilon$-DP release of $d$ = `size` values, sensitivity $\Delta$.
+
+    $k = \lfloor \log_2(\Delta / \max(d, \varepsilon)) \rfloor - 20$, $\gamma = 2^k$ and
+    $T = \lceil (\Delta/\gamma + d)/\varepsilon \rceil$, in exact rational arithmetic. Rounding moves each value
+    by less than one grid step relative to its neighbour's, so two neighbours' grid indices differ by at most
+    $\lfloor \Delta/\gamma \rfloor + d$ in $\ell_1$, and noise of $T$ steps makes the release
+    $\varepsilon' = (\lfloor \Delta/\gamma \rfloor + d)/T \le \varepsilon$-DP. The noise scale
+    $T\gamma \le (1 + 2^{-18}) \Delta/\varepsilon$.
+    """
+    b = laplace_scale(epsilon, l1_sensitivity)
+    size = _check_int("size", size)
+    epsilon, delta = float(epsilon), float(l1_sensitivity)
+    k = math.frexp(delta / max(size, epsilon))[1] - 1 - GRID_BITS  # frexp gives floor(log2) + 1, exactly
+    if k < -1000:
+        raise ValueError(f"l1_sensitivity = {delta!r} over {size} values needs a grid below 2^-1000")
+    gamma = Fraction(2) ** k
+    units = math.ceil((Fraction(delta) / gamma + size) / Fraction(epsilon))
+    if units >= 2**52:
+        raise ValueError(
+            f"epsilon = {epsilon!r} is too small for an exact release of {size} values (the noise would "
+            f"span {units:.3g} grid steps, at most 2^52); at scale {b:.3g} such a release is pure noise"
+        )
+    index_sensitivity = math.floor(Fraction(delta) / gamma) + size
+    return LaplaceGrid(k, units, math.ldexp(units, k), float(Fraction(index_sensitivity, units)), size)
+
+
+def _grid_index(x: np.ndarray, grid: LaplaceGrid) -> np.ndarray:
+    """The index of the nearest grid point, ties rounded up, exactly: x / 2^k and + 1/2 are exact below 2^52."""
+    v = np.ldexp(x, -grid.k)
+    if x.size and np.abs(v).max() >= 2.0**52:
+        raise ValueError(
+            f"values up to {np.abs(x).max():.3g} are too large for a noise scale of {grid.scale:.3g}: the exact grid "
+            f"of step 2^{grid.k} holds |values| < {math.ldexp(1.0, 52 + grid.k):.3g} (use a smaller epsilon)"
+        )
+    return np.floor(v + 0.5).astype(np.int64)
+
+
+def _bernoulli_exp(num: np.ndarray, den: int, rng: np.random.Generator) -> np.ndarray:
+    r"""Exact Bernoulli($e^{-\text{num}/\text{den}}$) for integers $0 \le$ num $\le$ den (Canonne et al. 2020, Alg. 1):
+    draw Bernoulli($\gamma/j$) for j = 1, 2, ... until the first failure; return whether it came at an odd j."""
+    out = np.empty(num.shape, bool)
+    pending = np.arange(num.size)
+    j = 1
+    while pending.size:
+        success = rng.integers(0, den * j, size=pending.size) < num[pending]
+        out[pending[~success]] = j % 2 == 1
+        pending = pending[success]
+        j += 1
+    return out
+
+
+def discrete_laplace(units: int, shape: int | tuple[int, ...], rng: RngLike) -> np.ndarray:
+    r"""Exact i.i.d. discrete Laplace integers, $P[Z = z] = \frac{1 - e^{-1/T}}{1 + e^{-1/T}} e^{-|z|/T}$, T = `units`.
+
+    Canonne, Kamath & Steinke 2020, Algorithm 2 (with $s = 1$, $t = T$): $U$ uniform on $\{0, \dots, T-1\}$,
+    kept with probability $e^{-U/T}$; $V$ = the number of successes of Bernoulli($e^{-1}$) before a failure;
+    $X = U + TV$ is geometric, $P[X = x] \propto e^{-x/T}$; a fair sign, with $-0$ rejected. Only exact uniform
+    integers from `rng` are used (no floating point), so every probability is exactly as stated.
+    """
+    units = _check_int("units", units)
+    if units >= 2**52:
+        raise ValueError(f"units must be < 2^52, got {units}")
+    rng = _check_rng(rng)
+    n = math.prod((shape,) if isinstance(shape, Integral) else shape)
+    out = np.empty(n, np.int64)
+    pending = np.arange(n)
+    while pending.size:
+        u = rng.integers(0, units, size=pending.size)
+        kept = _bernoulli_exp(u, units, rng)
+        rejected, accepted, u = pending[~kept], pending[kept], u[kept]
+        v = np.zeros(accepted.size, np.int64)
+        going = np.arange(accepted.size)
+        while going.size:
+            going = going[_bernoulli_exp(np.ones(going.size, np.int64), 1, rng)]
+            v[going] += 1
+        x = u + units * v
+        negative = rng.integers(0, 2, size=accepted.size).astype(bool)
+        minus_zero = negative & (x == 0)
+        out[accepted[~minus_zero]] = np.where(negative, -x, x)[~minus_zero]
+        pending = np.concatenate([rejected, accepted[minus_zero]])
+    return out.reshape(shape)
+
+
+def _release_grid(values: object, epsilon: float, l1_sensitivity: float) -> tuple[np.ndarray, LaplaceGrid]:
+    x = _check_values("values", values)
+    return x, laplace_grid(epsilon, l1_sensitivity, x.shape[-1] if x.ndim and x.shape[-1] else 1)
 
 
 def laplace_mechanism(values: object, epsilon: float, l1_sensitivity: float, rng: RngLike) -> np.ndarray:
-    r"""Release `values` $+ \mathrm{Lap}(0, b)$ i.i.d. per entry, $b = \Delta_1/\varepsilon$ (float64, same shape).
+    r"""The $\varepsilon$-DP Laplace release, exact in floating point, from a seeded numpy Generator (float64).
 
-    Dwork & Roth 2014, Thm 3.6: if `values` $= g(D)$ and $\lVert g(D) - g(D') \rVert_1 \le \Delta_1$ for all
-    neighbours $D \sim D'$, the release is $\varepsilon$-DP. `l1_sensitivity` must be the $\ell_1$ bound for the
-    whole array released (not $\ell_2$, not per entry). `rng` is a numpy Generator or an int seed.
+    Every vector along the last axis of `values` ($d$ values; a scalar is one value) is one release whose
+    $\ell_1$ sensitivity is `l1_sensitivity` $= \Delta$; leading axes hold independent releases. With the grid
+    $\gamma = 2^k$ and the integer scale $T$ of `laplace_grid`, each value $x$ is released as
+    $\gamma\,(\lfloor x/\gamma + \tfrac12 \rfloor + Z)$, $Z$ exact discrete Laplace of scale $T$
+    (`discrete_laplace`). The integers are exact, so each release is $\varepsilon'$-DP with
+    $\varepsilon' = $ `laplace_grid(...).epsilon` $\le \varepsilon$; the conversion to float64 at the end is a
+    post-processing. Same distribution as `laplace_release` (OpenDP); this one is seeded and fast (~0.3 µs per
+    value), for experiments. `rng` is a numpy Generator or an int seed.
     """
+    rng = _check_rng(rng)
+    x, grid = _release_grid(values, epsilon, l1_sensitivity)
+    index = _grid_index(x, grid) + discrete_laplace(grid.units, x.shape, rng)
+    return np.ldexp(index.astype(np.float64), grid.k)
+
+
+def laplace_release(values: object, epsilon: float, l1_sensitivity: float) -> np.ndarray:
+    r"""The same release as `laplace_mechanism`, sampled by OpenDP from the operating system's randomness.
+
+    For a deployment: OpenDP's `make_laplace` on float vectors rounds to the grid $2^k$ and adds exact discrete
+    Laplace noise of scale $T 2^k$ (the `laplace_grid` values), and its own privacy map must certify at most
+    `epsilon` for `l1_sensitivity` (checked). It cannot be seeded and takes ~30 µs per value.
+    """
+    import opendp.prelude as dp
+
+    x, grid = _release_grid(values, epsilon, l1_sensitivity)
+    _grid_index(x, grid)  # the same range check as the seeded release
+    dp.enable_features("contrib")
+    space = dp.vector_domain(dp.atom_domain(T=float, nan=False), size=grid.size), dp.l1_distance(T=float)
+    measurement = dp.m.make_laplace(*space, scale=grid.scale, k=grid.k)
+    certified = measurement.map(float(l1_sensitivity))
+    if certified > epsilon:
+        raise RuntimeError(f"OpenDP certifies epsilon = {certified!r} > {epsilon!r} for this grid: not released")
+    rows = x.reshape(-1, grid.size)
+    return np.asarray([measurement(row.tolist()) for row in rows], dtype=np.float64).reshape(x.shape)
+
+
+def textbook_laplace(values: object, epsilon: float, l1_sensitivity: float, rng: RngLike) -> np.ndarray:
+    r"""`values` + numpy's inverse-CDF Laplace sample of scale $\Delta/\varepsilon$: NOT differentially private in
+    floating point (Mironov 2012). What this package released before; kept only to measure the attack."""
     b = laplace_scale(epsilon, l1_sensitivity)
     rng = _check_rng(rng)
     x = _check_values("values", values)
     return x + rng.laplace(0.0, b, size=x.shape)
+
+
+def _textbook_noise(m: int, b: float) -> float:
+    """numpy's Laplace sample for the uniform U = m 2^-53 it draws (numpy/random/src/distributions), bit for bit."""
+    u = m * 2.0**-53
+    return 0.0 - b * math.log(2.0 - u - u) if u >= 0.5 else 0.0 + b * math.log(u + u)
+
+
+def _textbook_reachable(y: float, x: float, b: float) -> bool:
+    """Whether some uniform m 2^-53 makes numpy's sampler release exactly y from x; x + noise(m) is monotone in m on
+    each branch (U < 1/2 and U >= 1/2), so a binary search finds the candidates (checked with their neighbours)."""
+    for lo, hi in ((1, 2**52), (2**52, 2**53)):
+        a, c = lo, hi
+        while a < c:
+            mid = (a + c) // 2
+            if x + _textbook_noise(mid, b) >= y:
+                c = mid
+            else:
+                a = mid + 1
+        if any(x + _textbook_noise(m, b) == y for m in range(max(lo, a - 2), min(hi, a + 3))):
+            return True
+    return False
+
+
+def impossible_fraction(
+    x: float, x_prime: float, epsilon: float, l1_sensitivity: float, *, mechanism: str, n_samples: int, rng: RngLike
+) -> float:
+    r"""The share of `n_samples` releases of the scalar `x` that the scalar `x_prime` can never produce.
+
+    Each such release tells whoever sees it that the input was not $x'$: an infinite privacy loss (Mironov 2012).
+    `textbook`: `textbook_laplace`, whose sample is $-b\log(2 - 2U)$ or $b\log(2U)$ for one of the $2^{53}$
+    doubles $U = m 2^{-53}$; $y$ is reachable from $x'$ iff some $m$ gives exactly $y$ (decided by a binary
+    search over $m$). `grid`: `laplace_mechanism`; $y$ is reachable from $x'$ iff $y/\gamma$ is an integer, since
+    the discrete Laplace noise gives every integer a positive probability.
+    """
+    if mechanism not in ATTACKED:
+        raise ValueError(f"unknown mechanism {mechanism!r}; known: {', '.join(ATTACKED)}")
+    x, x_prime = (float(_check_values(name, v)) for name, v in (("x", x), ("x_prime", x_prime)))
+    n_samples = _check_int("n_samples", n_samples)
+    b = laplace_scale(epsilon, l1_sensitivity)
+    if mechanism == "textbook":
+        y = textbook_laplace(np.full(n_samples, x), epsilon, l1_sensitivity, rng)
+        return float(np.mean([not _textbook_reachable(float(v), x_prime, b) for v in y]))
+    y = laplace_mechanism(np.full((n_samples, 1), x), epsilon, l1_sensitivity, rng)
+    index = np.ldexp(y, -laplace_grid(epsilon, l1_sensitivity).k)
+    return float(np.mean(index != np.floor(index)))
 
 
 def softmax_l1_sensitivity() -> float:
@@ -216,7 +448,13 @@ def advanced_composition(epsilon_worker: float, N: int, delta: float) -> float:
     delta = _check_positive("delta", delta)
     if delta >= 1:
         raise ValueError(f"delta must be < 1, got {delta!r}")
-    return math.sqrt(2 * N * math.log(1 / delta)) * eps + N * eps * math.expm1(eps)
+    value = math.sqrt(2 * N * math.log(1 / delta)) * eps + N * eps * math.expm1(eps) if eps < 709 else math.inf
+    if not math.isfinite(value):
+        raise ValueError(
+            f"advanced composition overflows for epsilon_worker = {eps!r}, N = {N}, delta = {delta!r}: "
+            f"N epsilon (e^epsilon - 1) exceeds float64; basic composition gives N epsilon = {N * eps:.6g}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -242,6 +480,8 @@ def round_privacy(epsilon_worker: float, N: int, *, delta: float | None = None) 
     """
     eps = _check_positive("epsilon_worker", epsilon_worker)
     N = _check_int("N", N)
+    if not math.isfinite(N * eps):
+        raise ValueError(f"N epsilon_worker = {N} x {eps!r} overflows float64: no finite budget to state")
     if delta is None:
         return PrivacyCost(eps, N, N * eps)
     return PrivacyCost(eps, N, N * eps, advanced_composition(eps, N, delta), float(delta))

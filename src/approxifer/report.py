@@ -1,17 +1,130 @@
-"""Tables and figures for the notebooks: our numbers (with CIs) beside the published ones, and CI-band plots."""
+"""Tables and figures for the book: our numbers (with CIs) beside the published ones, drawn and shaped for a reader.
+
+A chapter's notebook calls one function that returns a `Chapter`: its tables (already in a reader's terms: human
+names, compact CIs, `–` for what does not exist, ✓/✗), its figures (drawn at the size the page shows them: at most
+two panels across a 7-inch column, fonts of 9 pt and more, legends outside the data) and the values it glues into
+the prose. Figures are `matplotlib.figure.Figure` objects, not pyplot ones, so that nothing is displayed until a cell
+asks for it.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
+
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from approxifer import anchors
 from approxifer.experiments import base_outputs, fmt_ci
 
-__all__ = ["ci_plot", "glue_all", "runtime_comparison", "straggler_comparison"]
+__all__ = [
+    "Chapter", "ci_plot", "figure", "fmt_cell", "glue_all", "readable", "runtime_comparison", "straggler_comparison",
+]  # fmt: skip
 
 NAMES = {"mnist": "MNIST", "fashion-mnist": "F-MNIST", "cifar10": "CIFAR-10"}
+MODEL_NAMES = {
+    "mlp": "MLP", "lenet5": "LeNet-5", "resnet18": "ResNet-18", "resnet34": "ResNet-34", "vgg16": "VGG-16",
+    "mobilenetv2": "MobileNetV2", "logreg": "logistic regression", "gbdt": "boosted trees",
+    "random_forest": "random forest", "knn": "kNN",
+}  # fmt: skip
+#: the same, short enough for a figure's axis
+SHORT_MODEL_NAMES = MODEL_NAMES | {"logreg": "log. regr.", "gbdt": "GB trees", "random_forest": "rand. forest"}
+
+#: The column of the book's pages is about 7 inches wide; figures are drawn at that size (110 dpi: ~770 px).
+COLUMN_IN = 7.0
+STYLE = {
+    "figure.dpi": 110, "savefig.dpi": 110, "font.size": 9.5, "axes.titlesize": 10, "axes.labelsize": 9.5,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9, "legend.frameon": False,
+    "axes.spines.top": False, "axes.spines.right": False,
+}  # fmt: skip
+mpl.rcParams.update(STYLE)
+
+
+def latex_table(df: pd.DataFrame) -> str:
+    """A DataFrame as a LaTeX tabular (special characters escaped), for the PDF edition of the book. A line may not
+    begin with '[': LaTeX would read it as the optional argument of the line break or rule before it."""
+    with pd.option_context("styler.format.escape", "latex"):
+        return re.sub(r"(?m)^\[", "{}[", df.to_latex())
+
+
+def _register_latex() -> None:
+    """In IPython, let every displayed DataFrame carry its LaTeX rendering too (HTML still comes first on the web)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/latex"].for_type(pd.DataFrame, latex_table)
+
+
+_register_latex()
+
+
+def figure(rows: int = 1, cols: int = 1, *, height: float = 2.8, width: float = COLUMN_IN, **kw):
+    """A constrained-layout `Figure` of `rows` x `cols` panels (at most 2 across) at the column's width.
+
+    Returns (figure, axes array of shape (rows, cols) squeezed like `plt.subplots`)."""
+    if cols > 2:
+        raise ValueError(f"at most 2 panels across a page column, got {cols}")
+    fig = Figure(figsize=(width, height * rows), layout="constrained")
+    return fig, fig.subplots(rows, cols, squeeze=True, **kw)
+
+
+def legend_outside(fig: Figure, axes, *, ncols: int | None = None, where: str = "outside lower center") -> None:
+    """One legend for the whole figure, below (or above) the panels, from the first axes' labelled artists."""
+    ax = np.ravel(axes)[0]
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc=where, ncols=ncols or min(len(labels), 4))
+
+
+def fmt_cell(v: object, digits: int = 3) -> object:
+    """A table cell as a reader reads it: NaN/None -> '–', booleans -> ✓/✗, floats to `digits` decimals."""
+    if v is None or (isinstance(v, float | np.floating) and np.isnan(v)):
+        return "–"
+    if isinstance(v, bool | np.bool_):
+        return "✓" if v else "✗"
+    if isinstance(v, float | np.floating):
+        return f"{v:.{digits}f}"
+    return v
+
+
+def readable(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """`df` with every cell formatted by `fmt_cell` (the index is kept)."""
+    return df.map(lambda v: fmt_cell(v, digits))
+
+
+def ci_text(acc: float, lo: float, hi: float, *, signed: bool = False, digits: int = 3) -> str:
+    """'0.872 [0.860, 0.884]' (or with signs, for differences); '–' when undefined."""
+    if acc is None or np.isnan(acc):
+        return "–"
+    f = f"{{:{'+' if signed else ''}.{digits}f}}"
+    return f"{f.format(acc)} [{f.format(lo)}, {f.format(hi)}]"
+
+
+@dataclass
+class Chapter:
+    """What a chapter's study returns: reader-ready tables, figures, the values glued into the prose, and the raw
+    results (`data`) for any further cell."""
+
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    glue: dict[str, object] = field(default_factory=dict)
+    data: dict[str, object] = field(default_factory=dict)
+
+    def glue_all(self, figures: dict[str, str] | None = None) -> None:
+        """Glue every value (floats rounded to 3 decimals) under its name, and the figures named in `figures`
+        (figure name -> glue name) for other pages to paste (``{glue:figure}`page.ipynb::name```)."""
+        from myst_nb import glue
+
+        for k, v in self.glue.items():
+            glue(k, round(float(v), 3) if isinstance(v, float | np.floating) else v, display=False)
+        for name, key in (figures or {}).items():
+            glue(key, self.figures[name], display=False)
 
 
 def _anchor(table: dict, key, source: str, dataset: str) -> str:
@@ -151,10 +264,63 @@ def verdict(acc: float, lo: float, hi: float, ref: float | None) -> str:
     return f"{'higher' if acc > ref else 'lower'} than published by {abs(acc - ref):.3f}"
 
 
-def baseline_verdict(acc: float, lo: float, hi: float, baselines: dict[str, float]) -> str:
-    """How each baseline's accuracy compares with ApproxIFER's 95 % CI: above it, inside it, or below it."""
+def short_verdict(acc: float, lo: float, hi: float, ref: float | None) -> str:
+    """A table cell: '✓' when `ref` lies inside [lo, hi], else 'below by 0.009' / 'above by 0.020'; '–' without one."""
+    if ref is None:
+        return "–"
+    if lo <= ref <= hi:
+        return "✓ reproduced"
+    return f"{'above' if acc > ref else 'below'} by {abs(acc - ref):.3f}"
 
-    def relation(v: float) -> str:
-        return "beats ApproxIFER" if v > hi else "loses to ApproxIFER" if v < lo else "matches ApproxIFER"
 
-    return "; ".join(f"{name} {relation(v)}" for name, v in baselines.items())
+def paired_verdict(diffs: dict[str, tuple[float, float, float]]) -> str:
+    """How each baseline compares with ApproxIFER, from the paired difference (baseline − ApproxIFER) and its CI."""
+
+    def relation(d: float, lo: float, hi: float) -> str:
+        if lo > 0:
+            return f"beats ApproxIFER by {d:.3f}"
+        if hi < 0:
+            return f"loses to ApproxIFER by {-d:.3f}"
+        return "matches ApproxIFER (the 95 % CI of the difference holds 0)"
+
+    return "; ".join(f"{name} {relation(*d)}" for name, d in diffs.items())
+
+
+def method_diagram(K: int = 4, N: int = 5, straggler: int = 2):
+    """One round drawn from the codec's own matrices: queries at their points α_j (top), workers at β_i (middle,
+    the straggler crossed out), decoded outputs at α_j (bottom); each edge's width is the weight of the encoder
+    (top) or of the decoder for the returned set (bottom)."""
+    from approxifer import codec
+
+    alpha, beta = codec.query_points(K), codec.worker_points(N)
+    returned = [i for i in range(N) if i != straggler]
+    enc, dec = codec.encoder_matrix(K, N), codec.decoder_matrix(K, N, returned)
+    fig, ax = figure(height=3.4)
+    y = {"query": 2.0, "worker": 1.0, "out": 0.0}
+    for i in range(N):
+        for j in range(K):
+            ax.plot([alpha[j], beta[i]], [y["query"], y["worker"]], color="C0", lw=4 * abs(enc[i, j]),
+                    alpha=0.8, solid_capstyle="round")  # fmt: skip
+    for col, i in enumerate(returned):
+        for j in range(K):
+            ax.plot([beta[i], alpha[j]], [y["worker"], y["out"]], color="C1", lw=4 * min(abs(dec[j, col]), 1.5),
+                    alpha=0.8, solid_capstyle="round")  # fmt: skip
+    ax.scatter(alpha, [y["query"]] * K, s=260, color="C0", zorder=3)
+    ax.scatter(beta, [y["worker"]] * N, s=260, marker="s", color="0.35", zorder=3)
+    ax.scatter([beta[straggler]], [y["worker"]], s=500, marker="x", color="C3", lw=3, zorder=4)
+    ax.scatter(alpha, [y["out"]] * K, s=260, color="C1", zorder=3)
+    for j in range(K):
+        ax.annotate(f"$X_{j}$", (alpha[j], y["query"]), xytext=(0, 12), textcoords="offset points", ha="center")
+        ax.annotate(f"$\\hat f(X_{j})$", (alpha[j], y["out"]), xytext=(0, -20), textcoords="offset points",
+                    ha="center")  # fmt: skip
+    for i in range(N):
+        ax.annotate(f"{i}", (beta[i], y["worker"]), ha="center", va="center", color="white", fontsize=8, zorder=5)
+    ax.set_yticks(
+        [y["query"], y["worker"], y["out"]],
+        ["queries at $\\alpha_j$", "workers $f(\\tilde X_i)$\nat $\\beta_i$", "decoded at $\\alpha_j$"],
+    )
+    ax.set(xlim=(1.12, -1.12), ylim=(-0.5, 2.5), xlabel="position on [−1, 1] (right to left: index order)")
+    ax.spines[["left"]].set_visible(False)
+    ax.tick_params(axis="y", length=0)
+    ax.set_title(f"K = {K} queries, N = {N} workers; worker {straggler} straggles (×)")
+    return fig

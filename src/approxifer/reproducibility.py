@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from approxifer import data, models, serving, train
+from approxifer import data, inference, models, serving
 
-__all__ = ["datasets", "execution_record", "hardware", "model_cards", "published_runs", "software_versions"]
+__all__ = [
+    "datasets", "execution_record", "hardware", "model_cards", "model_commands", "published_runs", "software_versions",
+]  # fmt: skip
 
 PACKAGES = ("approxifer", "torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "safetensors",
             "papermill", "nbval", "jupyter-book", "myst-nb", "sphinx-proof")  # fmt: skip
@@ -49,10 +51,10 @@ def hardware() -> pd.DataFrame:
 def execution_record(params: dict) -> dict:
     """Where a notebook run with papermill `params` executes, and the inference precision its models are served at
     (`params["precision"]` resolved on this machine; notebooks that serve no model take no precision: None)."""
-    device = train.pick_device(params.get("device", "cpu"))
+    device = inference.pick_device(params.get("device", "cpu"))
     precision = serving.resolve_precision(params["precision"], device) if "precision" in params else None
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return {"cpu": _cpu(), "cores": os.cpu_count(), "gpu": gpu, "bf16_kernels": train.native_bf16(device),
+    return {"cpu": _cpu(), "cores": os.cpu_count(), "gpu": gpu, "bf16_kernels": inference.native_bf16(device),
             "precision": precision}  # fmt: skip
 
 
@@ -68,31 +70,52 @@ def published_runs(book: Path | None = None) -> pd.DataFrame:
     in progress (this appendix, while it executes) has no end time yet and is left out."""
     rows = []
     for path in sorted((book or data.REPO_ROOT / "book").glob("*.ipynb")):
-        meta = json.loads(path.read_text())["metadata"]
+        nb = json.loads(path.read_text())
+        meta = nb["metadata"]
         pm, rec = meta.get("papermill", {}), meta.get("approxifer")
         if not pm.get("end_time"):
             continue
         rows.append({
-            "notebook": path.stem, "executed (UTC)": pm["end_time"][:16].replace("T", " "),
+            "chapter": _title(nb) or path.stem, "executed (UTC)": pm["end_time"][:16].replace("T", " "),
             "minutes": round(pm["duration"] / 60, 1),
             "precision": (rec["precision"] or "–") if rec else "not recorded",
             "machine": _machine(rec) if rec else "not recorded",
         })  # fmt: skip
-    return pd.DataFrame(rows).set_index("notebook")
+    return pd.DataFrame(rows).set_index("chapter")
+
+
+def _title(nb: dict) -> str | None:
+    """The notebook's title: the first level-1 heading of its markdown cells."""
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "markdown":
+            for line in "".join(cell["source"]).splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return None
 
 
 def model_cards() -> pd.DataFrame:
+    """One row per model card in `models/`: kind, test accuracy (degraded-mode for parity models), epochs, seed, wall
+    time, and the start of its weights' sha256 (`model_commands` gives the commands that made them)."""
     rows = []
     for path in sorted(models.models_dir().glob("*.json")):
-        card = json.loads(path.read_text())
-        accuracy = card.get("test_accuracy", card.get("degraded_accuracy"))
+        card = models.read_card(path)
+        kind = "parity" if "parity" in card.get("kind", "") else "classical" if "library" in card else "base"
         rows.append({
-            "model": path.stem, "kind": card.get("kind", "classical" if "library" in card else "base"),
-            "test accuracy": accuracy, "epochs": card.get("epochs"), "seed": card.get("seed"),
-            "wall time (min)": round(card["wall_time_s"] / 60, 1),
-            "made with": card.get("torch_version", card.get("library")), "command": card["command"],
-            "sha256": card["weights_sha256"][:16] + "…",
+            "model": path.stem, "kind": kind, "accuracy": card.get("test_accuracy", card.get("degraded_accuracy")),
+            "epochs": card.get("epochs", "–"), "seed": card.get("seed", "–"),
+            "minutes": round(card["wall_time_s"] / 60, 1), "sha256": card["weights_sha256"][:12] + "…",
         })  # fmt: skip
+    return pd.DataFrame(rows).set_index("model")
+
+
+def model_commands() -> pd.DataFrame:
+    """The exact command each model card records, and what made the weights (torch or the fitting library)."""
+    rows = []
+    for path in sorted(models.models_dir().glob("*.json")):
+        card = models.read_card(path)
+        rows.append({"model": path.stem, "command": card["command"],
+                     "made with": card.get("torch_version", card.get("library", "–"))})  # fmt: skip
     return pd.DataFrame(rows).set_index("model")
 
 

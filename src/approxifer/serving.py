@@ -9,7 +9,7 @@ Coded queries are linear combinations of normalised queries, so `predict` must a
 Inference runs in float32 by default, whose numbers do not depend on the CPU's bf16 support; `precision="bf16"`
 serves under bf16 autocast (about 3x faster on CPUs with bf16 kernels, but its rounding differs between CPUs, and on
 CPUs without them, e.g. AVX2-only ones, oneDNN emulates bf16 several times slower than float32); `"auto"` is bf16
-where the device has bf16 kernels (`train.native_bf16`), else fp32.
+where the device has bf16 kernels (`inference.native_bf16`), else fp32.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from approxifer import models, train
+from approxifer import inference, models
 
 __all__ = ["PRECISIONS", "ServedModel", "resolve_precision", "served", "torch_predictor"]
 
@@ -52,27 +52,32 @@ def check_precision(precision: str) -> str:
 def resolve_precision(precision: str, device: torch.device) -> str:
     """fp32 or bf16: `precision` itself, or for "auto" bf16 where `device` has bf16 kernels, else fp32."""
     if check_precision(precision) == "auto":
-        return "bf16" if train.native_bf16(device) else "fp32"
+        return "bf16" if inference.native_bf16(device) else "fp32"
     return precision
 
 
 def torch_predictor(
     model: nn.Module, device: torch.device, *, precision: str = "fp32", batch: int = 500
 ) -> Callable[[torch.Tensor], np.ndarray]:
-    """`train.predict` on `model` (moved to `device`, channels-last), in float32 or under bf16 autocast, as numpy."""
+    """`inference.predict` on `model` (moved to `device`, channels-last), in float32 or under bf16 autocast, as
+    numpy."""
     bf16 = resolve_precision(precision, device) == "bf16"
     model = model.to(device).eval().to(memory_format=torch.channels_last)
 
     def predict(x: torch.Tensor) -> np.ndarray:
-        return train.predict(model, x, device, bf16=bf16, batch=batch).numpy()
+        return inference.predict(model, x, device, bf16=bf16, batch=batch).numpy()
 
     return predict
 
 
-def served(dataset: str, arch: str, device: str = "auto", precision: str = "fp32") -> ServedModel:
-    """A trained model from `models/` (sha256-verified) as a black box."""
-    dev = train.pick_device(device)
+def served(dataset: str, arch: str, device: str = "auto", precision: str = "fp32", *, seed: int = 0) -> ServedModel:
+    """A trained model from `models/` (sha256-verified) as a black box; `seed` k > 0 picks the same recipe trained
+    with seed k (``models/<dataset>-<arch>-seed<k>.*``, `models.seed_variant`)."""
+    dev = inference.pick_device(device)
     precision = resolve_precision(precision, dev)
-    predict = torch_predictor(models.load(dataset, arch, device=dev), dev, precision=precision)
-    card = models.load_card(dataset, arch)
-    return ServedModel(f"{dataset}-{arch}", dataset, card["weights_sha256"], predict, str(dev), precision)
+    variant = models.seed_variant(seed)
+    command = f"approxifer train {dataset} {arch} --seed {seed}" if seed else None
+    predict = torch_predictor(models.load(dataset, arch, device=dev, variant=variant, command=command), dev,
+                              precision=precision)  # fmt: skip
+    card = models.load_card(dataset, arch, variant=variant, command=command)
+    return ServedModel(f"{dataset}-{arch}{variant}", dataset, card["weights_sha256"], predict, str(dev), precision)

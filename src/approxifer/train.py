@@ -4,7 +4,8 @@ Recipe: SGD with Nesterov momentum, a one-cycle learning rate (linear warm-up th
 followed by a second, lower cycle (a warm restart) and a phase at a constant rate whose weights are averaged (SWA,
 with BatchNorm statistics recomputed), label smoothing, weight decay; random crop (+ horizontal flip where
 the dataset allows it) as batched tensor ops. The forward/backward pass runs in channels-last memory, under bf16
-autocast where the hardware has bf16 kernels (CUDA; CPUs with AVX-512 or AMX), else in float32 (`native_bf16`).
+autocast where the hardware has bf16 kernels (CUDA; CPUs with AVX-512 or AMX), else in float32
+(`inference.native_bf16`).
 
 Resumable at any step: the data order and the augmentation of every batch are functions of (seed, epoch, step),
 and a checkpoint (safetensors + JSON, no pickle) is written every `ckpt_every` steps and at each epoch's end, so an
@@ -35,33 +36,13 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from approxifer import data, models
+from approxifer.inference import autocast, native_bf16, pick_device, predict
+from approxifer.models import seed_variant
 
-__all__ = [
-    "RECIPES", "Recipe", "evaluate", "fit", "native_bf16", "pick_device", "recipe_for", "seed_variant", "train",
-]  # fmt: skip
+__all__ = ["RECIPES", "Recipe", "evaluate", "fit", "recipe_for", "seed_variant", "train"]
 
 
 # ---------------------------------------------------------------- setup
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto`: CUDA when present, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use --device cpu or auto")
-    return torch.device(device)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` has bf16 kernels: CUDA, or a CPU for which oneDNN has them (AVX-512, AMX). On other CPUs
-    (e.g. AVX2 only) oneDNN emulates bf16, several times slower than float32 (measured on a 2-core AVX2 AMD EPYC:
-    9x for a MobileNetV2 training step, 6x for ResNet-18 inference)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def checkpoint_dir() -> Path:
@@ -121,16 +102,6 @@ RECIPES: dict[tuple[str, str], Recipe] = {
 }
 
 
-def seed_variant(seed: int) -> str:
-    """The file suffix of a model trained with another seed than the recipe's default 0: ``-seed<k>``.
-
-    Seed 0 is the shipped model (``models/<dataset>-<arch>.*``); seed k is ``models/<dataset>-<arch>-seed<k>.*``,
-    trained with the same recipe, to measure how much a result depends on which trained model was drawn."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return f"-seed{seed}" if seed else ""
-
-
 def recipe_for(dataset: str, arch: str, **overrides) -> Recipe:
     """The recipe for a (dataset, arch), with keyword overrides (e.g. epochs=1)."""
     data.info(dataset)
@@ -188,22 +159,6 @@ def _generator(*seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------- evaluation
-
-
-def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, device: torch.device, *, bf16: bool = False, batch: int = 500):
-    """Logits (float32, CPU) of `model` on the normalised NCHW batch `x` (an empty `x` gives shape (0, classes))."""
-    model.eval()
-    out = []
-    for i in range(0, max(len(x), 1), batch):
-        xb = x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
-        with _autocast(device, bf16):
-            out.append(model(xb).float().cpu())
-    return torch.cat(out)
 
 
 def evaluate(model: nn.Module, dataset: str, device: torch.device, *, bf16: bool = False, n: int | None = None):
@@ -318,7 +273,7 @@ def fit(
         for g in opt.param_groups:
             g["lr"] = learning_rate(recipe, state["step"], steps_per_epoch)
         model.train()
-        with _autocast(device, bf16):
+        with autocast(device, bf16):
             out = forward(xb)
         loss = loss_fn(out.float(), yb)
         if not torch.isfinite(loss):

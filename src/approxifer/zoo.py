@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from approxifer import classical, models, serving
-from approxifer.experiments import ParameterError
+from approxifer.errors import ParameterError
 from approxifer.serving import ServedModel
 
 __all__ = ["check_names", "check_trained", "get", "kind", "known", "pairs"]
