@@ -166,13 +166,23 @@ def worker_outputs(
     chunk: int = 64,
     progress: bool = True,
     points: str = "paper",
+    encoder: np.ndarray | None = None,
 ) -> WorkerOutputs:
-    """Encode every group, run the model on all N coded queries, return (and cache) all outputs of (K, N)."""
+    """Encode every group, run the model on all N coded queries, return (and cache) all outputs of (K, N).
+
+    `encoder` (N, K) replaces the Berrut encoder of `points` (another code, see `codes`; the outputs' `points` are
+    then ``"custom"``): a one-hot row is a systematic worker, whose output is the base output of its query, so only
+    the other rows run the model."""
     K, N, _, _ = check_config(K, N)
-    if points not in codec.POINTS:
+    if encoder is None and points not in codec.POINTS:
         raise ParameterError(f"unknown worker points {points!r}; known: {', '.join(codec.POINTS)}")
+    if encoder is not None and (np.shape(encoder) != (N, K) or not np.isfinite(encoder).all()):
+        raise ParameterError(f"encoder must be a finite (N, K) = ({N}, {K}) matrix, got shape {np.shape(encoder)}")
     groups = test_groups(model.dataset, K, seed=seed, n_test=n_test)
-    enc_hash = hashlib.sha256(codec.encoder_matrix(K, N, points).tobytes()).hexdigest()[:12]
+    E = codec.encoder_matrix(K, N, points) if encoder is None else np.asarray(encoder, np.float64)
+    enc_hash = hashlib.sha256(E.tobytes()).hexdigest()[:12]
+    onehot = ((E == 1).sum(axis=1) == 1) & ((E != 0).sum(axis=1) == 1) & (encoder is not None)  # systematic rows
+    run, points = np.flatnonzero(~onehot), points if encoder is None else "custom"
     key = _key(model.cache_tag, model.dataset, K, N, seed, len(groups) * K, CACHE_VERSION, enc_hash)
     path = cache_dir() / "coded" / f"{model.name}-K{K}-N{N}-s{seed}-{key}.npz"
     x, y = data.load(model.dataset, "test")
@@ -188,13 +198,21 @@ def worker_outputs(
         g = groups[s : s + chunk]
         t0 = time.perf_counter()
         queries = data.to_tensor(x[g.ravel()], model.dataset)
-        coded_queries = codec.encode(queries.view(len(g), K, *queries.shape[1:]), N, axis=1, points=points).flatten(
-            0, 1
-        )
+        queries = queries.view(len(g), K, *queries.shape[1:])
+        if encoder is None:
+            coded_queries = codec.encode(queries, N, axis=1, points=points).flatten(0, 1)
+        else:  # only the coded rows, as codec.encode computes them: (M, K) @ (G, K, pixels)
+            w = torch.tensor(E[run], dtype=queries.dtype)
+            coded_queries = torch.matmul(w, queries.flatten(2)).view(len(g) * len(run), *queries.shape[2:])
         t1 = time.perf_counter()
-        parts.append(model.predict(coded_queries).reshape(len(g), N, -1))
+        parts.append(
+            model.predict(coded_queries).reshape(len(g), len(run), -1) if len(run) else base[s : s + len(g), :0]
+        )
         t_enc, t_inf = t_enc + t1 - t0, t_inf + time.perf_counter() - t1
     coded = np.concatenate(parts)
+    if encoder is not None:  # the systematic rows are the base outputs
+        coded = np.concatenate([coded, base[:, E[onehot].argmax(axis=1)].astype(coded.dtype)], axis=1)
+        coded = coded[:, np.argsort(np.concatenate([run, np.flatnonzero(onehot)]))]
     timings = {"encode": t_enc / len(groups), "inference": t_inf / len(groups), "device": model.device}
     cache.save_npz(path, coded=coded, timings=json.dumps(timings))
     return WorkerOutputs(K, N, groups, y[groups], base, coded, timings, points)
