@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from approxifer import baselines, codec, data, experiments, locator
+from approxifer import baselines, codec, codes, data, experiments, locator
 from approxifer.cluster import bench, schemes
 from approxifer.cluster.delays import Stragglers
 from approxifer.cluster.frontend import ANSWERED, FAILED, Frontend, poisson_arrivals
@@ -96,9 +96,9 @@ def test_a_partial_group_is_padded_and_answers_only_its_queries():
 
 
 def test_systematic_schemes_answer_each_query_as_its_worker_returns():
-    """Uncoded and ParM send query j to worker j on arrival: a lone query needs no group to be answered."""
+    """Uncoded, ParM and the systematic code send query j to worker j on arrival: a lone query needs no group."""
     inputs, _ = mnist_inputs()
-    for name in ("uncoded", "parm"):
+    for name in ("uncoded", "parm", "systematic"):
         scheme = schemes.make(name, 4, 1)
         fe = Frontend(scheme, OutputSim(scheme.N, FAST, Stragglers.parse("none"), 0), inputs=inputs, max_wait=5.0)
         trace = fe.run(np.array([0.0]))
@@ -142,7 +142,7 @@ def test_byzantine_mode_waits_for_the_locators_count_and_drops_the_suspect():
 
 @settings(max_examples=25, deadline=None)
 @given(
-    name=st.sampled_from(["uncoded", "replication", "parm", "approxifer"]),
+    name=st.sampled_from(["uncoded", "replication", "parm", "approxifer", "systematic"]),
     K=st.integers(2, 5),
     S=st.integers(1, 2),
     deadline=st.sampled_from([None, 0.002, 0.02]),
@@ -192,6 +192,26 @@ def test_schemes_decode_like_the_package():
     ret = [3, 0, 4, 1]
     assert apx.answerable(ret[:3]).sum() == 0 and apx.answerable(ret).all() and apx.salvageable(ret[:1]).all()
     np.testing.assert_allclose(apx.decode(ret, out(apx)[ret]), codec.decode(out(apx)[ret], ret, K, 5), rtol=1e-6)
+
+
+def test_the_systematic_code_answers_its_own_queries_exactly_and_decodes_the_rest():
+    rng = np.random.default_rng(1)
+    K, S = 4, 2
+    X = torch.from_numpy(rng.normal(size=(K, 6)).astype(np.float32))
+    f = rng.normal(size=(6, C)).astype(np.float32)
+    sys_ = schemes.make("systematic", K, S)
+    code = codes.systematic(K, K + S)
+    Y = sys_.encode(X).numpy() @ f
+    np.testing.assert_allclose(Y[:K], X.numpy() @ f, rtol=1e-6)  # workers 0..K-1 run the raw queries
+    assert sys_.N == 6 and sys_.early(2) == (2,) and sys_.early(3) == (3,)
+    assert sys_.answerable([5, 1]).tolist() == [False, True, False, False]
+    ret = [5, 1, 4, 0]  # N - S results: queries 2, 3 decoded from all returned nodes
+    assert sys_.answerable(ret).all() and sys_.salvageable([5]).all()
+    got = sys_.decode(ret, Y[ret])
+    np.testing.assert_allclose(got, code.decode(Y[ret], ret), rtol=1e-6)
+    np.testing.assert_allclose(got[[0, 1]], (X.numpy() @ f)[[0, 1]], rtol=1e-5)  # exact where the worker returned
+    with pytest.raises(ParameterError, match="Byzantine"):
+        schemes.make("systematic", K, 1, E=1)
 
 
 def test_a_linear_code_is_added_in_a_few_lines():

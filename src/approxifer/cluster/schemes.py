@@ -11,6 +11,9 @@ it can, so a systematic scheme (uncoded, replication, ParM) returns exact output
 * ``parm``: ParM with one parity (Kosaian et al. 2019): N = K + 1, workers 0..K-1 run the base model on query j,
   worker K runs the parity model on $\sum_j X_j$; one missing base output is reconstructed
   (`baselines.reconstruct`).
+* ``systematic``: systematic Berrut (`codes.systematic`, the codes chapter): N = K + S workers, worker j < K runs
+  query j itself and answers it exactly as it returns, the S parity workers run Berrut blends; a query whose worker
+  has not returned is decoded from the first N - S results, or at a deadline from any that returned.
 * ``approxifer``: N = K + S Berrut-coded queries (`codec.encode`), decoded (`codec.decode`) from the first N - S
   results, or at a deadline from any that returned. Byzantine mode (E > 0): N = `locator.min_returned`(K, E) + S,
   and the decoder waits for that count and drops E located suspects (`locator.robust_decode`).
@@ -28,10 +31,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from approxifer import codec, locator
+from approxifer import codec, codes, locator
+from approxifer.codes import Code
 from approxifer.errors import ParameterError
 
-__all__ = ["SCHEMES", "CodedScheme", "ParM", "Replication", "Scheme", "Uncoded", "linear_code", "make", "register"]
+__all__ = [
+    "SCHEMES", "CodedScheme", "ParM", "Replication", "Scheme", "Systematic", "Uncoded", "linear_code", "make", "register",
+]  # fmt: skip
 
 Encoder = Callable[..., torch.Tensor]  # encode(X (K, ...), N, axis=0) -> (N, ...)
 Decoder = Callable[..., np.ndarray]  # decode(Y (R, C), returned, K, N, axis=0) -> (K, C)
@@ -149,6 +155,30 @@ class ParM(Scheme):
 
 
 @dataclass(frozen=True)
+class Systematic(Scheme):
+    """A systematic interpolation code (`codes.Code`): each query's own worker answers it exactly; the others are
+    decoded, over all returned nodes, once N - S results are in (from any at a deadline)."""
+
+    code: Code | None = field(default=None, repr=False)
+
+    def encode(self, X: torch.Tensor) -> torch.Tensor:
+        return self.code.encode(X)
+
+    def early(self, j: int) -> tuple[int, ...]:
+        return tuple(np.flatnonzero(self.code.systematic == j).tolist())
+
+    def answerable(self, returned: Sequence[int]) -> np.ndarray:
+        own = _mask(self.K, [int(self.code.systematic[w]) for w in returned if self.code.systematic[w] >= 0])
+        return own | (len(returned) >= self.N - self.S)
+
+    def salvageable(self, returned: Sequence[int]) -> np.ndarray:
+        return np.full(self.K, len(returned) > 0)
+
+    def decode(self, returned: Sequence[int], Y: np.ndarray) -> np.ndarray:
+        return self.code.decode(Y, list(returned)).astype(Y.dtype)
+
+
+@dataclass(frozen=True)
 class CodedScheme(Scheme):
     """A non-systematic code: every answer is decoded, from N - S results (or E located adversaries dropped)."""
 
@@ -217,6 +247,13 @@ def _parm(K: int, S: int, E: int, N: int | None) -> Scheme:
     return ParM("parm", K, K + 1, 1)
 
 
+def _systematic(K: int, S: int, E: int, N: int | None) -> Scheme:
+    N = K + S if N is None else N
+    if N <= K:
+        raise ParameterError(f"the systematic code adds parity workers: need N > K, got N={N}, K={K}")
+    return Systematic("systematic", K, N, N - K, code=codes.systematic(K, N))
+
+
 def _approxifer(K: int, S: int, E: int, N: int | None) -> Scheme:
     least = locator.min_returned(K, E) if E else K
     N = least + S if N is None else N
@@ -235,6 +272,7 @@ SCHEMES: dict[str, Callable[[int, int, int, int | None], Scheme]] = {
     "replication": _replication,
     "parm": _parm,
     "approxifer": _approxifer,
+    "systematic": _systematic,
 }
 
 
@@ -250,7 +288,7 @@ def make(name: str, K: int, S: int = 1, E: int = 0, N: int | None = None) -> Sch
         raise ParameterError(f"unknown scheme {name!r}; known: {', '.join(SCHEMES)}")
     K, S, E = _check("K", K, 1), _check("S", S, 0), _check("E", E, 0)
     N = None if N is None else _check("N", N, 1)
-    if E and name in ("uncoded", "replication", "parm"):
+    if E and name in ("uncoded", "replication", "parm", "systematic"):
         raise ParameterError(f"Byzantine mode (E = {E}) needs a coded scheme with an error locator, not {name}")
     if N is not None and S >= N:
         raise ParameterError(f"S={S} stragglers of N={N} workers leave none to decode: need S < N")
