@@ -7,6 +7,7 @@ import math
 from itertools import combinations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hypothesis import given, settings
@@ -353,3 +354,25 @@ def test_any_subset_of_the_berrut_code_is_the_stragglers_chapter_curve(env):
     theirs = experiments.any_subset(wo, seed=2)
     assert np.allclose(ours["acc"].to_numpy(), theirs["accuracy"].to_numpy(), atol=1e-12)
     assert ours["returned"].tolist() == theirs["returned"].tolist()
+
+
+def test_the_study_counts_wins_and_says_the_verdict_in_words():
+    """`verdict_short` reads the paired CIs at S = 1: every CI above zero is "ahead of", below "behind"."""
+    rows = {  # (dataset, K, S, scheme): the systematic code's gain over the scheme and its CI
+        ("mnist", 8, 1, "approxifer"): (0.05, 0.02, 0.08),
+        ("mnist", 10, 1, "approxifer"): (0.04, 0.01, 0.07),
+        ("mnist", 8, 2, "approxifer"): (-0.01, -0.03, 0.01),
+        ("mnist", 8, 1, "replication"): (0.00, -0.01, 0.01),
+        ("mnist", 10, 1, "replication"): (0.02, 0.01, 0.03),
+        ("mnist", 8, 1, "parm"): (-0.2, -0.3, -0.1),
+    }
+    results = pd.DataFrame.from_dict(rows, orient="index", columns=["gain", "gain_lo", "gain_hi"])
+    results.index = pd.MultiIndex.from_tuples(results.index, names=["dataset", "K", "S", "scheme"])
+    theory = pd.DataFrame({"a_rec": [0.1], "a_base": [0.99], "break-even": [0.12], "break-even, guessing": [0.2]},
+                          index=pd.MultiIndex.from_tuples([("mnist", 8, 1)], names=["dataset", "K", "S"]))  # fmt: skip
+    errors = pd.DataFrame(columns=["accuracy", "if affine", "code error", "model error"])
+    study = code_study.GridStudy(results, theory, errors, pd.DataFrame())
+    glue = study.glue()
+    assert glue["verdict_short"] == "at S = 1: ahead of ApproxIFER, ahead of replication in 1 of 2, behind ParM"
+    assert (glue["wins_approxifer"], glue["cells_approxifer"], glue["s1_cells_approxifer"]) == (2, 3, 2)
+    assert glue["losses_parm"] == 1 and glue["theory_below_guess"] == 1

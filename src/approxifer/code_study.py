@@ -319,7 +319,10 @@ class GridStudy:
         and counts of the configurations where the systematic code's paired gain is above zero (``wins_<other>``),
         below zero (``losses_<other>``) or neither, out of ``cells_<other>``; ``theory_below_guess`` of
         ``theory_cells`` configurations have $a_{\\text{rec}}$ under the guessing break-even (range ``arec_min`` ..
-        ``arec_max``); the error sources as ``errors_<dataset>_<scheme>_<all|lost>_<acc|affine|code|model>``."""
+        ``arec_max``); the error sources as ``errors_<dataset>_<scheme>_<all|lost>_<acc|affine|code|model>``; the
+        same counts at S = 1 alone (``s1_wins_<other>``, ...) and ``verdict_short``, the systematic code against
+        ApproxIFER, replication and ParM at S = 1 in words ("ahead of", "behind", "level with": every CI above zero,
+        below zero, none of them either way; "ahead of X in w of n" where some are above and none below, etc.)."""
         out = grid_glue(self.results)
         for (d, K), r in self.duel.iterrows():
             out |= {f"{_key(d)}_K{K}_S1_systematic_{c}": float(v) for c, v in r.items()}
@@ -334,10 +337,22 @@ class GridStudy:
         for (d, scheme, q), r in self.errors.iterrows():
             out |= {f"errors_{_key(d)}_{scheme}_{q}_{c}": float(r[col]) for col, c in cols.items()}
         gain = self.results[["gain", "gain_lo", "gain_hi"]].dropna()
+        phrases = []
         for other in ("approxifer", "replication", "parm", "uncoded"):
             g = gain.xs(other, level="scheme") if other in gain.index.get_level_values("scheme") else gain.iloc[:0]
-            out |= {f"cells_{other}": len(g), f"wins_{other}": int((g.gain_lo > 0).sum()),
-                    f"losses_{other}": int((g.gain_hi < 0).sum())}  # fmt: skip
+            for pre, h in (("", g), ("s1_", g[g.index.get_level_values("S") == 1])):
+                out |= {f"{pre}cells_{other}": len(h), f"{pre}wins_{other}": int((h.gain_lo > 0).sum()),
+                        f"{pre}losses_{other}": int((h.gain_hi < 0).sum())}  # fmt: skip
+            if other != "uncoded" and (n := out[f"s1_cells_{other}"]):
+                wins, losses = out[f"s1_wins_{other}"], out[f"s1_losses_{other}"]
+                name = SHORT[other]
+                phrases.append(
+                    f"ahead of {name}" if wins == n else f"behind {name}" if losses == n
+                    else f"level with {name}" if wins == losses == 0
+                    else f"ahead of {name} in {wins} of {n}" if not losses
+                    else f"behind {name} in {losses} of {n}" if not wins else f"mixed against {name}"
+                )  # fmt: skip
+        out["verdict_short"] = "at S = 1: " + ", ".join(phrases) if phrases else "–"
         return out
 
     def tables(self) -> dict[str, pd.DataFrame]:

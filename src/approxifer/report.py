@@ -115,15 +115,18 @@ class Chapter:
     figures: dict[str, Figure] = field(default_factory=dict)
     glue: dict[str, object] = field(default_factory=dict)
     data: dict[str, object] = field(default_factory=dict)
+    volatile: set[str] = field(default_factory=set)  # glue keys that differ between machines (timings, hardware)
 
-    def glue_all(self, figures: dict[str, str] | None = None) -> None:
+    def glue_all(self, figures: dict[str, str] | None = None, *, volatile: bool = False) -> None:
         """Glue every value (floats rounded to 3 decimals) under its name, and the figures named in `figures`
-        (figure name -> glue name) for other pages to paste (``{glue:figure}`page.ipynb::name```)."""
+        (figure name -> glue name) for other pages to paste (``{glue:figure}`page.ipynb::name```). The `volatile`
+        keys are glued only by ``glue_all(volatile=True)``, in a cell whose output nbval ignores."""
         from myst_nb import glue
 
         for k, v in self.glue.items():
-            glue(k, round(float(v), 3) if isinstance(v, float | np.floating) else v, display=False)
-        for name, key in (figures or {}).items():
+            if (k in self.volatile) == volatile:
+                glue(k, round(float(v), 3) if isinstance(v, float | np.floating) else v, display=False)
+        for name, key in (figures or {}).items() if not volatile else ():
             glue(key, self.figures[name], display=False)
 
 

@@ -290,7 +290,9 @@ def _runtime(ch: Chapter, models: dict, datasets, seed: int, rounds: int) -> Non
                 "[R] per round (ms)": None if r is None else 1e3 * r[0],
             })  # fmt: skip
             ch.glue[f"strag_{_key(d)}_K{K}_round_ms"] = 1e3 * t["total"]
+            ch.volatile.add(f"strag_{_key(d)}_K{K}_round_ms")
     ch.glue["strag_runtime_device"] = f"{t['device']}, {t['threads']} threads" if t["device"] == "cpu" else t["device"]
+    ch.volatile.add("strag_runtime_device")
     ch.tables["runtime"] = report.readable(pd.DataFrame(rows).set_index(["dataset", "K"]), digits=2)
 
 

@@ -35,9 +35,8 @@ from approxifer import codec, codes, locator
 from approxifer.codes import Code
 from approxifer.errors import ParameterError
 
-__all__ = [
-    "SCHEMES", "CodedScheme", "ParM", "Replication", "Scheme", "Systematic", "Uncoded", "linear_code", "make", "register",
-]  # fmt: skip
+__all__ = ["SCHEMES", "CodedScheme", "ParM", "Replication", "Scheme", "Systematic", "Uncoded", "linear_code", "make",
+           "register"]  # fmt: skip
 
 Encoder = Callable[..., torch.Tensor]  # encode(X (K, ...), N, axis=0) -> (N, ...)
 Decoder = Callable[..., np.ndarray]  # decode(Y (R, C), returned, K, N, axis=0) -> (K, C)
