@@ -80,6 +80,7 @@ def _seeds(ch: Chapter, seeds: Mapping[str, Sequence[int]], n_test: int | None) 
             ch.glue[f"base_{d.replace('-', '')}_resnet18_seed{k}_acc"] = card["test_accuracy"]
         accs = [rows[(NAMES[d], k)]["test accuracy"] for k in (0, *ks)]
         ch.glue[f"base_{d.replace('-', '')}_resnet18_seed_spread"] = max(accs) - min(accs)
+        ch.glue[f"base_{d.replace('-', '')}_resnet18_seed_range"] = f"{min(accs):.4f}–{max(accs):.4f}"
     if rows:
         ch.tables["seeds"] = report.readable(pd.DataFrame(rows).T.rename_axis(["dataset", "seed"]), digits=4)
 
