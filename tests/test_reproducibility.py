@@ -61,6 +61,13 @@ def test_model_cards_table_is_compact_and_commands_are_whole():
     assert "command" not in cards.columns and set(cards.kind) <= {"base", "parity", "classical"}
     card = json.loads((rp.models.models_dir() / "cifar10-resnet18.json").read_text())
     assert commands.loc["cifar10-resnet18", "command"] == card["command"]  # not truncated
+    assert cards.loc["mnist-resnet18-seed1", "seed"] == 1 and cards.accuracy.round(4).equals(cards.accuracy)
+
+
+def test_data_table_is_compact_and_licences_are_separate():
+    table = rp.datasets()
+    assert "licence" not in table.columns and table["images sha256"].str.len().max() <= 13
+    assert set(rp.licences().index) == set(table.index.get_level_values("dataset"))
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])

@@ -102,7 +102,8 @@ def model_cards() -> pd.DataFrame:
         card = models.read_card(path)
         kind = "parity" if "parity" in card.get("kind", "") else "classical" if "library" in card else "base"
         rows.append({
-            "model": path.stem, "kind": kind, "accuracy": card.get("test_accuracy", card.get("degraded_accuracy")),
+            "model": path.stem, "kind": kind,
+            "accuracy": round(card.get("test_accuracy", card.get("degraded_accuracy")), 4),
             "epochs": card.get("epochs", "–"), "seed": card.get("seed", "–"),
             "minutes": round(card["wall_time_s"] / 60, 1), "sha256": card["weights_sha256"][:12] + "…",
         })  # fmt: skip
@@ -120,10 +121,16 @@ def model_commands() -> pd.DataFrame:
 
 
 def datasets() -> pd.DataFrame:
+    """One row per dataset split: image count, shape, the start of the sha256 of its images and labels."""
     rows = []
     for name, d in data.DATASETS.items():
         for split in ("train", "test"):
             rows.append({"dataset": name, "split": split, "images": d.counts[split],
-                         "shape": "×".join(map(str, d.shape)), "images sha256": d.sha256[split][0][:16] + "…",
-                         "labels sha256": d.sha256[split][1][:16] + "…", "licence": LICENCES[name]})  # fmt: skip
+                         "shape": "×".join(map(str, d.shape)), "images sha256": d.sha256[split][0][:12] + "…",
+                         "labels sha256": d.sha256[split][1][:12] + "…"})  # fmt: skip
     return pd.DataFrame(rows).set_index(["dataset", "split"])
+
+
+def licences() -> pd.DataFrame:
+    """Each dataset's licence."""
+    return pd.DataFrame({"licence": LICENCES}).rename_axis("dataset")
