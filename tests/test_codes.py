@@ -367,12 +367,17 @@ def test_the_study_counts_wins_and_says_the_verdict_in_words():
         ("mnist", 8, 1, "parm"): (-0.2, -0.3, -0.1),
     }
     results = pd.DataFrame.from_dict(rows, orient="index", columns=["gain", "gain_lo", "gain_hi"])
+    fh1 = {("mnist", 8, 1, "fh1"): (-0.03, -0.04, -0.02), ("mnist", 8, 2, "fh1"): (0.01, -0.01, 0.03)}
+    results = pd.concat([results, pd.DataFrame.from_dict(fh1, orient="index", columns=["diff", "diff_lo", "diff_hi"])])
     results.index = pd.MultiIndex.from_tuples(results.index, names=["dataset", "K", "S", "scheme"])
     theory = pd.DataFrame({"a_rec": [0.1], "a_base": [0.99], "break-even": [0.12], "break-even, guessing": [0.2]},
                           index=pd.MultiIndex.from_tuples([("mnist", 8, 1)], names=["dataset", "K", "S"]))  # fmt: skip
     errors = pd.DataFrame(columns=["accuracy", "if affine", "code error", "model error"])
     study = code_study.GridStudy(results, theory, errors, pd.DataFrame())
     glue = study.glue()
-    assert glue["verdict_short"] == "at S = 1: ahead of ApproxIFER, ahead of replication in 1 of 2, behind ParM"
+    words = "at S = 1: ahead of ApproxIFER, ahead of replication in 1 of 2 configurations, behind ParM"
+    assert glue["verdict_short"] == words
     assert (glue["wins_approxifer"], glue["cells_approxifer"], glue["s1_cells_approxifer"]) == (2, 3, 2)
     assert glue["losses_parm"] == 1 and glue["theory_below_guess"] == 1
+    assert (glue["alt_fh1_behind"], glue["alt_fh1_ahead"], glue["alt_fh1_cells"]) == (1, 0, 2)
+    assert (glue["alt_fh1_min"], glue["alt_fh1_max"], glue["alt_fh1_s1_max"]) == (-0.03, 0.01, -0.03)

@@ -87,10 +87,10 @@ SHORT = {"approxifer": "ApproxIFER", "systematic": "systematic", "syslebesgue": 
          "replication": "replication", "uncoded": "uncoded", "parm": "ParM"}  # fmt: skip
 
 
-#: The theory table's columns as a reader reads them.
-THEORY_COLUMNS = {"a_base": "base", "a_rec": "reconstructed", "break-even": "break-even",
-                  "break-even, guessing": "break-even (guess)", "predicted": "predicted", "measured": "measured",
-                  "gain predicted": "gain, predicted", "gain measured": "gain, measured"}  # fmt: skip
+#: The theory table's columns as a reader reads them (the measured values' CIs are in the accuracy and gain tables).
+THEORY_COLUMNS = {"a_base": "base", "a_rec": "rec.", "break-even": "break-even",
+                  "break-even, guessing": "break-even (guess)", "predicted": "pred.", "measured": "meas.",
+                  "gain predicted": "gain, pred.", "gain measured": "gain, meas."}  # fmt: skip
 
 
 def _key(dataset: str) -> str:
@@ -279,7 +279,8 @@ def _cell(r: pd.Series, col: str) -> str:
 def grid_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """The reader's tables from the long `compare` table (index dataset, K, S, scheme):
 
-    - ``accuracy``: all K queries, every scheme (point estimates; CIs in ``full``);
+    - ``accuracy``: all K queries, ApproxIFER, the systematic code and the baselines (point estimates; CIs in
+      ``full``); ``alternatives``: the same for ApproxIFER and the other codes;
     - ``gain``: the systematic code minus ApproxIFER, replication and ParM, paired 95 % CIs;
     - ``lost``: lost-query accuracy with CIs of ApproxIFER, the systematic code and ParM;
     - ``full``: every scheme's accuracy with its CI.
@@ -298,6 +299,9 @@ def grid_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
         tables["full"][key] = {SHORT[s]: _cell(g.loc[s], "acc") if s in g.index else "–" for s in present}
     out = {k: pd.DataFrame.from_dict(v, orient="index").rename_axis(index) for k, v in tables.items()}
     out["accuracy"] = out["accuracy"].map(lambda v: "–" if not np.isfinite(v) else f"{v:.3f}")
+    baseline = [SHORT[s] for s in ("approxifer", "systematic", "replication", "uncoded", "parm") if s in present]
+    other = [SHORT["approxifer"]] + [c for c in out["accuracy"].columns if c not in baseline]
+    out["alternatives"], out["accuracy"] = out["accuracy"][other], out["accuracy"][baseline]
     out["gain"].columns = [f"systematic {c}" for c in out["gain"].columns]
     return out
 
@@ -322,7 +326,9 @@ class GridStudy:
         ``arec_max``); the error sources as ``errors_<dataset>_<scheme>_<all|lost>_<acc|affine|code|model>``; the
         same counts at S = 1 alone (``s1_wins_<other>``, ...) and ``verdict_short``, the systematic code against
         ApproxIFER, replication and ParM at S = 1 in words ("ahead of", "behind", "level with": every CI above zero,
-        below zero, none of them either way; "ahead of X in w of n" where some are above and none below, etc.)."""
+        below zero, none of them either way; "ahead of X in w of n" where some are above and none below, etc.); each
+        other code against ApproxIFER (``alt_<scheme>_behind`` / ``_ahead`` of ``_cells`` configurations, its paired
+        difference from ``_min`` to ``_max``, and at S = 1 from ``_s1_min`` to ``_s1_max``)."""
         out = grid_glue(self.results)
         for (d, K), r in self.duel.iterrows():
             out |= {f"{_key(d)}_K{K}_S1_systematic_{c}": float(v) for c, v in r.items()}
@@ -349,10 +355,19 @@ class GridStudy:
                 phrases.append(
                     f"ahead of {name}" if wins == n else f"behind {name}" if losses == n
                     else f"level with {name}" if wins == losses == 0
-                    else f"ahead of {name} in {wins} of {n}" if not losses
-                    else f"behind {name} in {losses} of {n}" if not wins else f"mixed against {name}"
+                    else f"ahead of {name} in {wins} of {n} configurations" if not losses
+                    else f"behind {name} in {losses} of {n} configurations" if not wins else f"mixed against {name}"
                 )  # fmt: skip
         out["verdict_short"] = "at S = 1: " + ", ".join(phrases) if phrases else "–"
+        diff = self.results[["diff", "diff_lo", "diff_hi"]].dropna()
+        for other in ("fh1", "fh2", "endpoints", "lebesgue", "syslebesgue"):
+            if other in diff.index.get_level_values("scheme"):
+                d = diff.xs(other, level="scheme")
+                s1 = d[d.index.get_level_values("S") == 1]
+                out |= {f"alt_{other}_cells": len(d), f"alt_{other}_behind": int((d.diff_hi < 0).sum()),
+                        f"alt_{other}_ahead": int((d.diff_lo > 0).sum()), f"alt_{other}_min": d["diff"].min(),
+                        f"alt_{other}_max": d["diff"].max(), f"alt_{other}_s1_min": s1["diff"].min(),
+                        f"alt_{other}_s1_max": s1["diff"].max()}  # fmt: skip
         return out
 
     def tables(self) -> dict[str, pd.DataFrame]:
@@ -449,14 +464,14 @@ def theory_table(
         N = K + S
         rec = _systematic_lost(code, r.returned)
         a_base, a_rec = base_ok.mean(), r.correct[rec].mean()
-        acc, lo, hi = accuracy_ci(r.correct, clusters=r.groups)
-        gain, glo, ghi = paired_ci(r.correct, rep.correct, clusters=r.groups)
+        acc = r.correct.mean()
+        gain = (r.correct.astype(float) - rep.correct).mean()
         C = r.decoded.shape[2]  # classes: a uniform guess is right 1/C of the time
         rows[report.NAMES[d] if names else d, K, S] = {
             "a_base": a_base, "a_rec": a_rec, "break-even": a_base * S / (N - 1),
             "break-even, guessing": a_base * S / (N - 1) + (K - 1) / (C * (N - 1)),
-            "predicted": (1 - S / N) * a_base + S / N * a_rec, "measured": fmt_ci(acc, lo, hi),
-            "gain predicted": S / N * (a_rec - a_base * S / (N - 1)), "gain measured": fmt_ci(gain, glo, ghi),
+            "predicted": (1 - S / N) * a_base + S / N * a_rec, "measured": acc,
+            "gain predicted": S / N * (a_rec - a_base * S / (N - 1)), "gain measured": gain,
         }  # fmt: skip
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["dataset", "K", "S"])
 
@@ -549,14 +564,10 @@ def subset_glue(curves: dict[str, pd.DataFrame]) -> dict[str, float]:
 # ---------------------------------------------------------------- Byzantine workers
 
 
-#: The Byzantine check's locators, as a reader sees them.
-LOCATORS = {
-    "paper": "paper's locator, paper's points",
-    "nodes": "paper's locator, code's nodes",
-    "median": "median",
-    "none": "none (decode all)",
-    "oracle": "oracle (drop adversaries)",
-}
+#: The Byzantine check's locators (keys) and the column a reader sees: the paper's locator at the paper's worker
+#: points and at the code's own nodes, the authors' median baseline, no locator (decode all), the oracle.
+BYZ_COLUMNS = {"paper": "paper's points", "nodes": "code's nodes", "median": "median", "none": "none",
+               "oracle": "oracle"}  # fmt: skip
 
 
 def byzantine_check(
@@ -566,7 +577,7 @@ def byzantine_check(
     """E Gaussian adversaries (each σ of `sigmas`) among N = 2K + 2E - 1 workers, all returned: does the error
     locator still work?
 
-    `LOCATORS`: the paper's locator with the paper's worker points (as `locator` ships it), the paper's locator at
+    `BYZ_COLUMNS`: the paper's locator with the paper's worker points (as `locator` ships it), the paper's locator at
     the code's own nodes, and the authors' median baseline (which ignores the nodes); ``none`` decodes every output,
     ``oracle`` drops exactly the adversaries. After locating, each code decodes with its own decoder. Rows (σ,
     scheme, locator): accuracy (``acc``) and the share of rounds whose adversaries were all named (``found``), 95 %
@@ -614,15 +625,17 @@ def byzantine_glue(checks: dict[str, pd.DataFrame]) -> dict[str, float]:
     }
 
 
-def byzantine_table(checks: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The checks of every dataset as a reader reads them: accuracy and adversaries named, with CIs."""
-    rows = {
-        (report.NAMES[d], f"{sigma:g}", SHORT[s], LOCATORS[loc]): {"accuracy": _cell(r, "acc"),
-                                                                   "adversaries named": _cell(r, "found")}
-        for d, t in checks.items()
-        for (sigma, s, loc), r in t.iterrows()
-    }  # fmt: skip
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["dataset", "σ", "scheme", "locator"])
+def byzantine_table(checks: dict[str, pd.DataFrame], value: str = "acc") -> pd.DataFrame:
+    """The checks of every dataset as a reader reads them: one row per (dataset, σ, code), one column per locator;
+    `value` ``"acc"`` (accuracy) or ``"found"`` (share of rounds whose adversaries were all named)."""
+    if value not in ("acc", "found"):
+        raise ParameterError(f"value must be 'acc' or 'found', got {value!r}")
+    rows = {}
+    for d, t in checks.items():
+        for (sigma, s, loc), r in t.iterrows():
+            rows.setdefault((report.NAMES[d], f"{sigma:g}", SHORT[s]), {})[BYZ_COLUMNS[loc]] = r[value]
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis(["dataset", "σ", "code"])
+    return table.map(lambda v: "–" if not np.isfinite(v) else f"{v:.3f}")
 
 
 def _locate_at(y3: np.ndarray, nodes: np.ndarray, K: int, E: int) -> np.ndarray:

@@ -148,6 +148,8 @@ def _grid(ch: Chapter, results: dict, seed_results: dict, seeds: dict[str, list[
             lo, hi = min(lo for *_, lo, _ in runs), max(hi for *_, hi in runs)
             P, R = _published(r.K, r.S, "P", d), _published(r.K, r.S, "R", d)
             verdict = report.verdict(r.accuracy, lo, hi, P)
+            if len(runs) > 1:  # the interval is the union over the trained models
+                verdict = verdict.replace("our 95 % CI", f"the 95 % CIs of our {len(runs)} trained models")
             short = report.short_verdict(r.accuracy, lo, hi, P)
             key = f"strag_{_key(d)}_K{r.K}_S{r.S}"
             ch.glue |= {
