@@ -381,3 +381,10 @@ def test_the_study_counts_wins_and_says_the_verdict_in_words():
     assert glue["losses_parm"] == 1 and glue["theory_below_guess"] == 1
     assert (glue["alt_fh1_behind"], glue["alt_fh1_ahead"], glue["alt_fh1_cells"]) == (1, 0, 2)
     assert (glue["alt_fh1_min"], glue["alt_fh1_max"], glue["alt_fh1_s1_max"]) == (-0.03, 0.01, -0.03)
+
+
+def test_an_unordered_returned_set_is_refused_as_by_the_codec():
+    """The rows of Y follow `returned`: a set has no order, so decoding from one would be silently wrong."""
+    code = codes.systematic(3, 4)
+    with pytest.raises(TypeError, match="unordered"):
+        code.decode(np.zeros((3, 2)), {0, 1, 3})

@@ -43,7 +43,7 @@ import torch
 from scipy.optimize import minimize
 
 from approxifer import codec
-from approxifer.codec import EXACT_HIT_TOL, query_points, worker_points
+from approxifer.codec import EXACT_HIT_TOL, _check_returned, query_points, worker_points
 
 __all__ = [
     "PARITY",
@@ -160,25 +160,6 @@ def interpolation_matrix(nodes: object, targets: object, d: int = 0) -> np.ndarr
 
 
 # ---------------------------------------------------------------- the code object
-
-
-def _check_returned(returned: object, N: int) -> tuple[int, ...]:
-    if isinstance(returned, torch.Tensor | np.ndarray):
-        returned = returned.tolist()
-    if isinstance(returned, str | bytes) or not isinstance(returned, Sequence | set | frozenset | range):
-        raise TypeError(f"returned must be a sequence of worker indices, got {type(returned).__name__}")
-    out = []
-    for i in returned:
-        if isinstance(i, bool) or not isinstance(i, Integral):
-            raise ValueError(f"returned must hold integer worker indices, got {i!r}")
-        if not 0 <= i < N:
-            raise ValueError(f"returned holds worker {i}, outside 0..{N - 1} (N={N})")
-        out.append(int(i))
-    if not out:
-        raise ValueError("returned is empty: at least one worker must have returned")
-    if len(set(out)) != len(out):
-        raise ValueError(f"returned lists workers more than once: {sorted({i for i in out if out.count(i) > 1})}")
-    return tuple(out)
 
 
 def _check_array(name: str, x: object, axis: object, rows: int, what: str) -> int:
