@@ -44,6 +44,7 @@ from scipy.optimize import minimize
 
 from approxifer import codec
 from approxifer.codec import EXACT_HIT_TOL, _check_returned, query_points, worker_points
+from approxifer.codec import _check_array as _check_axis
 
 __all__ = [
     "PARITY",
@@ -164,20 +165,10 @@ def interpolation_matrix(nodes: object, targets: object, d: int = 0) -> np.ndarr
 
 def _check_array(name: str, x: object, axis: object, rows: int, what: str) -> int:
     """`x` is a floating numpy array or torch tensor with `rows` rows along `axis`, all finite; return axis >= 0."""
-    if isinstance(x, torch.Tensor):
-        floating, finite = x.is_floating_point(), lambda: bool(torch.isfinite(x).all())
-    elif isinstance(x, np.ndarray):
-        floating, finite = np.issubdtype(x.dtype, np.floating), lambda: bool(np.isfinite(x).all())
-    else:
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
-    if not floating:
-        raise TypeError(f"{name} must have a floating-point dtype, got {x.dtype}; convert it first")
-    if isinstance(axis, bool) or not isinstance(axis, Integral) or not -x.ndim <= axis < x.ndim:
-        raise ValueError(f"axis={axis!r} is not an axis of {name}, whose shape is {tuple(x.shape)}")
-    axis = int(axis) % x.ndim
+    axis = _check_axis(name, x, axis)
     if x.shape[axis] != rows:
         raise ValueError(f"{name} has {x.shape[axis]} rows along axis {axis} but the code expects {rows} {what}")
-    if not finite():
+    if not bool(torch.isfinite(x).all() if isinstance(x, torch.Tensor) else np.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf")
     return axis
 
