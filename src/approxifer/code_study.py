@@ -46,7 +46,9 @@ from approxifer.experiments import (
     lost_mask,
     paired_ci,
     stragglers_of,
+    tile_draws,
 )
+from approxifer.report import glue_key
 
 __all__ = [
     "NAMES",
@@ -91,11 +93,6 @@ SHORT = {"approxifer": "ApproxIFER", "systematic": "systematic", "syslebesgue": 
 THEORY_COLUMNS = {"a_base": "base", "a_rec": "rec.", "break-even": "break-even",
                   "break-even, guessing": "break-even (guess)", "predicted": "pred.", "measured": "meas.",
                   "gain predicted": "gain, pred.", "gain measured": "gain, meas."}  # fmt: skip
-
-
-def _key(dataset: str) -> str:
-    """The dataset as glue names spell it: mnist, fashionmnist, cifar10."""
-    return dataset.replace("-", "")
 
 
 def check_params(*, schemes: Iterable[str], grid: Iterable, **engine) -> list[str]:
@@ -145,10 +142,6 @@ class Rounds:
         return np.divide((self.correct & self.lost).sum(axis=1), n, out=np.full(len(n), np.nan), where=n > 0)
 
 
-def _tile(a: np.ndarray, draws: int) -> np.ndarray:
-    return np.tile(a, (draws,) + (1,) * (a.ndim - 1))
-
-
 def _draw(K: int, N: int, G: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
     rng = np.random.default_rng([seed, K, N])
     return draw_returned(G, N, N - K, rng), rng
@@ -170,9 +163,9 @@ def serve(code: Code, wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> Ro
     if (wo.K, wo.N) != (code.K, code.N):
         raise ParameterError(f"outputs of K={wo.K}, N={wo.N} do not fit the code's K={code.K}, N={code.N}")
     returned, _ = _draw(wo.K, wo.N, wo.G * draws, seed)
-    decoded = _decode(code, _tile(wo.coded, draws), returned)
-    correct = decoded.argmax(-1) == _tile(wo.labels, draws)
-    groups = _tile(np.arange(wo.G), draws)
+    decoded = _decode(code, tile_draws(wo.coded, draws), returned)
+    correct = decoded.argmax(-1) == tile_draws(wo.labels, draws)
+    groups = tile_draws(np.arange(wo.G), draws)
     return Rounds(code.name, wo.K, wo.N - wo.K, correct, lost_mask(code.encoder, returned), returned, groups, decoded)
 
 
@@ -180,13 +173,13 @@ def baseline_rounds(wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) -> dict
     """Replication (N = K + S workers round-robin, the codes' straggler draw) and uncoded (K workers, S straggle),
     exactly as `experiments.straggler_table` scores them: a query without an answer counts as wrong."""
     K, N, S = wo.K, wo.N, wo.N - wo.K
-    tiled = WorkerOutputs(K, N, *(_tile(a, draws) for a in (wo.groups, wo.labels, wo.base, wo.coded)))
+    tiled = experiments.tiled(wo, draws)
     returned, rng = _draw(K, N, tiled.G, seed)
     replicas = np.eye(K)[np.arange(N) % K]  # worker w serves query w mod K
     rep = experiments.replication_correct(tiled, returned)
     answered = draw_returned(tiled.G, K, min(S, K), copy.deepcopy(rng))  # the draw uncoded_correct makes next
     unc = experiments.uncoded_correct(tiled, S, rng)
-    groups = _tile(np.arange(wo.G), draws)
+    groups = tile_draws(np.arange(wo.G), draws)
     return {
         "replication": Rounds("replication", K, S, rep, lost_mask(replicas, returned), returned, groups),
         "uncoded": Rounds("uncoded", K, S, unc, lost_mask(np.eye(K), answered), answered, groups),
@@ -209,7 +202,7 @@ def parm_rounds(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: 
     everyone = np.broadcast_to(np.arange(wo.N), (len(r.straggler), wo.N))
     returned = everyone[everyone != r.straggler[:, None]].reshape(-1, wo.K)
     encoder = np.vstack([np.eye(wo.K), np.ones(wo.K)])  # the parity worker runs on the sum of the queries
-    groups = _tile(np.arange(wo.G), draws)
+    groups = tile_draws(np.arange(wo.G), draws)
     return Rounds("parm", wo.K, 1, r.parm.argmax(-1) == r.labels, lost_mask(encoder, returned), returned, groups)
 
 
@@ -265,7 +258,7 @@ def grid_glue(results: pd.DataFrame) -> dict[str, float]:
     notebook adds the prefix ``codes``."""
     out = {}
     for (d, K, S, scheme), r in results.iterrows():
-        stem = f"{_key(d)}_K{K}_S{S}_{scheme}"
+        stem = f"{glue_key(d)}_K{K}_S{S}_{scheme}"
         out |= {
             stem if c == "acc" else f"{stem}_{c.removeprefix('acc_')}": float(v) for c, v in r.items() if np.isfinite(v)
         }
@@ -331,9 +324,9 @@ class GridStudy:
         difference from ``_min`` to ``_max``, and at S = 1 from ``_s1_min`` to ``_s1_max``)."""
         out = grid_glue(self.results)
         for (d, K), r in self.duel.iterrows():
-            out |= {f"{_key(d)}_K{K}_S1_systematic_{c}": float(v) for c, v in r.items()}
+            out |= {f"{glue_key(d)}_K{K}_S1_systematic_{c}": float(v) for c, v in r.items()}
         for (d, K, S), r in self.theory.iterrows():
-            stem = f"{_key(d)}_K{K}_S{S}_systematic"
+            stem = f"{glue_key(d)}_K{K}_S{S}_systematic"
             out |= {f"{stem}_arec": r.a_rec, f"{stem}_abase": r.a_base, f"{stem}_breakeven": r["break-even"],
                     f"{stem}_breakeven_guess": r["break-even, guessing"]}  # fmt: skip
         below = self.theory["a_rec"] < self.theory["break-even, guessing"]
@@ -341,7 +334,7 @@ class GridStudy:
                 "arec_min": self.theory.a_rec.min(), "arec_max": self.theory.a_rec.max()}  # fmt: skip
         cols = {"accuracy": "acc", "if affine": "affine", "code error": "code", "model error": "model"}
         for (d, scheme, q), r in self.errors.iterrows():
-            out |= {f"errors_{_key(d)}_{scheme}_{q}_{c}": float(r[col]) for col, c in cols.items()}
+            out |= {f"errors_{glue_key(d)}_{scheme}_{q}_{c}": float(r[col]) for col, c in cols.items()}
         gain = self.results[["gain", "gain_lo", "gain_hi"]].dropna()
         phrases = []
         for other in ("approxifer", "replication", "parm", "uncoded"):
@@ -426,7 +419,7 @@ def grid_study(
                 duel[d, K] = reconstructed(rounds["systematic"], rounds["parm"])
             for s, row in compare(rounds).iterrows():
                 results[d, K, S, s] = row
-            base = _tile(outs["approxifer"].base.argmax(-1) == outs["approxifer"].labels, draws)
+            base = tile_draws(outs["approxifer"].base.argmax(-1) == outs["approxifer"].labels, draws)
             theory[d, K, S] = (made["systematic"], rounds["systematic"], base, rounds["replication"])
             if (K, S) == grid[0]:
                 errors[d] = error_sources({s: (made[s], outs[s], rounds[s]) for s in schemes})
@@ -489,13 +482,13 @@ def error_sources(items: dict[str, tuple[Code, WorkerOutputs, Rounds]]) -> pd.Da
     rows = {}
     for name, (code, wo, r) in items.items():
         G = len(r.returned)
-        F = _tile(wo.base, G // wo.G).astype(np.float64)
+        F = tile_draws(wo.base, G // wo.G).astype(np.float64)
         affine = np.empty_like(F)
         sets, which = np.unique(r.returned, axis=0, return_inverse=True)
         for s, ret in enumerate(sets):
             idx = np.flatnonzero(which.ravel() == s)
             affine[idx] = np.einsum("jk,gkc->gjc", code.decoder(ret) @ code.encoder[ret], F[idx])
-        labels = _tile(wo.labels, G // wo.G)
+        labels = tile_draws(wo.labels, G // wo.G)
         scale = np.sqrt(np.mean(F**2))
         rms = lambda e, m, scale=scale: np.sqrt(np.mean(e[m] ** 2)) / scale  # noqa: E731
         for subset, m in (("all", np.ones_like(r.lost)), ("lost", r.lost)):
@@ -516,8 +509,8 @@ def any_subset(code: Code, wo: WorkerOutputs, *, draws: int = 1, seed: int = 0) 
     rows = []
     for s in range(wo.N):
         returned = draw_returned(wo.G * draws, wo.N, s, np.random.default_rng([seed, wo.K, wo.N, s]))
-        correct = _decode(code, _tile(wo.coded, draws), returned).argmax(-1) == _tile(wo.labels, draws)
-        acc = accuracy_ci(correct, clusters=_tile(np.arange(wo.G), draws))
+        correct = _decode(code, tile_draws(wo.coded, draws), returned).argmax(-1) == tile_draws(wo.labels, draws)
+        acc = accuracy_ci(correct, clusters=tile_draws(np.arange(wo.G), draws))
         rows.append({"scheme": code.name, "returned": wo.N - s} | _ci("acc", acc))
     return pd.DataFrame(rows)
 
@@ -546,15 +539,15 @@ def scan_glue(scans: dict[str, pd.DataFrame]) -> dict[str, float]:
     out = {}
     for d, t in scans.items():
         best, mid = t.loc[t.rec.idxmax()], t.loc[(t.position.abs()).idxmin()]
-        out |= {f"scan_{_key(d)}_best_pos": best.position, f"scan_{_key(d)}_best_rec": best.rec,
-                f"scan_{_key(d)}_worst_rec": t.rec.min(), f"scan_{_key(d)}_mid_rec": mid.rec}  # fmt: skip
+        out |= {f"scan_{glue_key(d)}_best_pos": best.position, f"scan_{glue_key(d)}_best_rec": best.rec,
+                f"scan_{glue_key(d)}_worst_rec": t.rec.min(), f"scan_{glue_key(d)}_mid_rec": mid.rec}  # fmt: skip
     return out
 
 
 def subset_glue(curves: dict[str, pd.DataFrame]) -> dict[str, float]:
     """``subset_<dataset>_<scheme>_R<returned>`` (accuracy, ``_lo``, ``_hi``) for every point of the curves."""
     return {
-        f"subset_{_key(d)}_{r.scheme}_R{r.returned}{sfx}": float(getattr(r, col))
+        f"subset_{glue_key(d)}_{r.scheme}_R{r.returned}{sfx}": float(getattr(r, col))
         for d, t in curves.items()
         for r in t.itertuples()
         for col, sfx in (("acc", ""), ("acc_lo", "_lo"), ("acc_hi", "_hi"))
@@ -617,7 +610,7 @@ def byzantine_check(
 def byzantine_glue(checks: dict[str, pd.DataFrame]) -> dict[str, float]:
     """``<dataset>_sigma<σ>_<scheme>_<locator>`` (accuracy) and ``..._lo``, ``_hi``, ``_found``, ... per dataset."""
     return {
-        f"{_key(d)}_sigma{sigma:g}_{s}_{loc}" + ("" if c == "acc" else "_" + c.removeprefix("acc_")): float(v)
+        f"{glue_key(d)}_sigma{sigma:g}_{s}_{loc}" + ("" if c == "acc" else "_" + c.removeprefix("acc_")): float(v)
         for d, t in checks.items()
         for (sigma, s, loc), r in t.iterrows()
         for c, v in r.items()

@@ -38,6 +38,7 @@ __all__ = [
     "encode",
     "encoder_matrix",
     "query_points",
+    "systematic_rows",
     "worker_points",
 ]
 
@@ -333,3 +334,10 @@ def decode(
         raise ValueError(f"Y has {Y.shape[axis]} rows along axis {axis} but returned lists {len(returned)} workers")
     D = decoder_matrix(K, N, returned, signs=signs, points=points)
     return _apply(D, ("decoder", K, N, returned, signs, points), Y, axis, "Y", "workers", returned)
+
+
+def systematic_rows(E: np.ndarray) -> np.ndarray:
+    """For an encoder matrix `E` (N, K): the query each worker receives unchanged (its row is one-hot), -1 for a
+    worker that receives a blend of queries."""
+    one = ((E == 1).sum(axis=1) == 1) & ((E != 0).sum(axis=1) == 1)
+    return np.where(one, E.argmax(axis=1), -1)

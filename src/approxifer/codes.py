@@ -233,9 +233,7 @@ class Code:
 
     @cached_property
     def systematic(self) -> np.ndarray:
-        E = self.encoder
-        one = ((E == 1).sum(axis=1) == 1) & ((E != 0).sum(axis=1) == 1)
-        return np.where(one, E.argmax(axis=1), -1)
+        return codec.systematic_rows(self.encoder)
 
     def exact(self, returned: Sequence[int]) -> bool:
         """Whether decoding from `returned` is exact: every query has a returned systematic worker."""

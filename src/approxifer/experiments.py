@@ -54,6 +54,8 @@ __all__ = [
     "straggler_table",
     "stragglers_of",
     "test_groups",
+    "tile_draws",
+    "tiled",
     "transform",
     "uncoded_correct",
     "worker_outputs",
@@ -181,7 +183,8 @@ def worker_outputs(
     groups = test_groups(model.dataset, K, seed=seed, n_test=n_test)
     E = codec.encoder_matrix(K, N, points) if encoder is None else np.asarray(encoder, np.float64)
     enc_hash = hashlib.sha256(E.tobytes()).hexdigest()[:12]
-    onehot = ((E == 1).sum(axis=1) == 1) & ((E != 0).sum(axis=1) == 1) & (encoder is not None)  # systematic rows
+    serves = codec.systematic_rows(E) if encoder is not None else np.full(N, -1)  # the query a worker serves raw
+    onehot = serves >= 0
     run, points = np.flatnonzero(~onehot), points if encoder is None else "custom"
     key = _key(model.cache_tag, model.dataset, K, N, seed, len(groups) * K, CACHE_VERSION, enc_hash)
     path = cache_dir() / "coded" / f"{model.name}-K{K}-N{N}-s{seed}-{key}.npz"
@@ -211,7 +214,7 @@ def worker_outputs(
         t_enc, t_inf = t_enc + t1 - t0, t_inf + time.perf_counter() - t1
     coded = np.concatenate(parts)
     if encoder is not None:  # the systematic rows are the base outputs
-        coded = np.concatenate([coded, base[:, E[onehot].argmax(axis=1)].astype(coded.dtype)], axis=1)
+        coded = np.concatenate([coded, base[:, serves[onehot]].astype(coded.dtype)], axis=1)
         coded = coded[:, np.argsort(np.concatenate([run, np.flatnonzero(onehot)]))]
     timings = {"encode": t_enc / len(groups), "inference": t_inf / len(groups), "device": model.device}
     cache.save_npz(path, coded=coded, timings=json.dumps(timings))
@@ -409,8 +412,8 @@ def straggler_rounds(
     decoded = decode_groups(Y, returned, wo.K, wo.N, signs=signs, points=wo.points)
     correct = {"approxifer": decoded.argmax(-1) == truth, "base": np.tile(wo.base.argmax(-1) == wo.labels, (draws, 1))}
     if baselines:
-        correct["replication"] = replication_correct(_tiled(wo, draws), returned)
-        correct["uncoded"] = uncoded_correct(_tiled(wo, draws), S, rng)
+        correct["replication"] = replication_correct(tiled(wo, draws), returned)
+        correct["uncoded"] = uncoded_correct(tiled(wo, draws), S, rng)
     lost = lost_mask(codec.encoder_matrix(wo.K, wo.N, wo.points), returned)
     return StragglerRounds(wo.K, wo.N, S, returned, correct, lost, np.tile(np.arange(wo.G), draws))
 
@@ -452,8 +455,14 @@ def straggler_table(
     return pd.DataFrame(rows)
 
 
-def _tiled(wo: WorkerOutputs, draws: int) -> WorkerOutputs:
-    t = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
+def tile_draws(a: np.ndarray, draws: int) -> np.ndarray:
+    """`a` repeated `draws` times along its first axis (the rounds of several straggler draws of the same groups)."""
+    return np.tile(a, (draws,) + (1,) * (a.ndim - 1))
+
+
+def tiled(wo: WorkerOutputs, draws: int) -> WorkerOutputs:
+    """`wo` with every group repeated `draws` times (`tile_draws`), one round per (draw, group)."""
+    t = lambda a: tile_draws(a, draws)  # noqa: E731
     return WorkerOutputs(wo.K, wo.N, t(wo.groups), t(wo.labels), t(wo.base), t(wo.coded), wo.timings, wo.points)
 
 

@@ -41,6 +41,7 @@ from approxifer.experiments import (
     test_groups,
 )
 from approxifer.report import NAMES
+from approxifer.report import glue_key as dataset_key
 from approxifer.serving import ServedModel
 
 __all__ = [
@@ -573,7 +574,7 @@ ARCH_NAMES = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "vgg16": "VGG-16
 
 def glue_key(dataset: str, epsilon: float | None = None) -> str:
     """The glue-name stem of a dataset (`fashionmnist`), and of an epsilon in it (`mnist_e0p1`, `mnist_noiseless`)."""
-    stem = dataset.replace("-", "")
+    stem = dataset_key(dataset)
     if epsilon is None:
         return stem
     return f"{stem}_noiseless" if math.isinf(epsilon) else f"{stem}_e" + f"{epsilon:g}".replace(".", "p")

@@ -26,6 +26,13 @@ __all__ = [
 ]  # fmt: skip
 
 NAMES = {"mnist": "MNIST", "fashion-mnist": "F-MNIST", "cifar10": "CIFAR-10"}
+
+
+def glue_key(dataset: str) -> str:
+    """The dataset as glue names spell it: mnist, fashionmnist, cifar10."""
+    return dataset.replace("-", "")
+
+
 MODEL_NAMES = {
     "mlp": "MLP", "lenet5": "LeNet-5", "resnet18": "ResNet-18", "resnet34": "ResNet-34", "vgg16": "VGG-16",
     "mobilenetv2": "MobileNetV2", "logreg": "logistic regression", "gbdt": "boosted trees",

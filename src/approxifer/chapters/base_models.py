@@ -10,7 +10,7 @@ import pandas as pd
 
 from approxifer import experiments as ex
 from approxifer import inference, models, report, serving
-from approxifer.report import MODEL_NAMES, NAMES, Chapter
+from approxifer.report import MODEL_NAMES, NAMES, Chapter, glue_key
 
 __all__ = ["run"]
 
@@ -39,7 +39,7 @@ def run(
             continue
         card = models.load_card(r["dataset"], r["arch"])
         start = card.get("warm_start")  # a warm restart: the model of card["recipe"]["epochs"] epochs it began from
-        key = f"base_{r['dataset'].replace('-', '')}_{r['arch']}"
+        key = f"base_{glue_key(r['dataset'])}_{r['arch']}"
         ch.glue |= {f"{key}_acc": r["measured"], f"{key}_card": r["card"], f"{key}_epochs": card["epochs"],
                     f"{key}_train_min": card["wall_time_s"] / 60}  # fmt: skip
         if start:
@@ -77,10 +77,10 @@ def _seeds(ch: Chapter, seeds: Mapping[str, Sequence[int]], n_test: int | None) 
             rows[(NAMES[d], k)] = {"test accuracy": card["test_accuracy"], "epochs": card["epochs"],
                                    "train time (min)": round(card["wall_time_s"] / 60),
                                    "precision": card.get("precision") or "float32"}  # fmt: skip
-            ch.glue[f"base_{d.replace('-', '')}_resnet18_seed{k}_acc"] = card["test_accuracy"]
+            ch.glue[f"base_{glue_key(d)}_resnet18_seed{k}_acc"] = card["test_accuracy"]
         accs = [rows[(NAMES[d], k)]["test accuracy"] for k in (0, *ks)]
-        ch.glue[f"base_{d.replace('-', '')}_resnet18_seed_spread"] = max(accs) - min(accs)
-        ch.glue[f"base_{d.replace('-', '')}_resnet18_seed_range"] = f"{min(accs):.4f}–{max(accs):.4f}"
+        ch.glue[f"base_{glue_key(d)}_resnet18_seed_spread"] = max(accs) - min(accs)
+        ch.glue[f"base_{glue_key(d)}_resnet18_seed_range"] = f"{min(accs):.4f}–{max(accs):.4f}"
     if rows:
         ch.tables["seeds"] = report.readable(pd.DataFrame(rows).T.rename_axis(["dataset", "seed"]), digits=4)
 

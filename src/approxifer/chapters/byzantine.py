@@ -18,7 +18,7 @@ import pandas as pd
 from approxifer import anchors, locator, report, serving
 from approxifer import byzantine as bz
 from approxifer import experiments as ex
-from approxifer.report import NAMES, Chapter, ci_text
+from approxifer.report import NAMES, Chapter, ci_text, glue_key
 
 __all__ = ["ATTACK_NAMES", "METHOD_NAMES", "attack_name", "run"]
 
@@ -40,10 +40,6 @@ def attack_name(attack: str, kw: dict | None = None, positions: Sequence[int] | 
     if positions is not None:
         name += " at workers " + " and ".join(map(str, positions))
     return name
-
-
-def _key(dataset: str) -> str:
-    return dataset.replace("-", "")
 
 
 def run(
@@ -108,7 +104,7 @@ def _grid(ch: Chapter, wo, datasets, K, Es, sigmas, methods, common) -> None:
                     acc = ex.accuracy_ci(r.correct[m], clusters=r.clusters)
                     row[METHOD_NAMES[m]] = acc[0]
                     P = anchors.BYZANTINE.get(E, {}).get(("P", d)) if s == 1 else None
-                    key = f"byz_{_key(d)}_E{E}_s{s:g}_{m}"
+                    key = f"byz_{glue_key(d)}_E{E}_s{s:g}_{m}"
                     ch.glue |= {f"{key}_acc": acc[0], f"{key}_lo": acc[1], f"{key}_hi": acc[2],
                                 f"{key}_verdict": report.verdict(*acc, P), f"{key}_short": report.short_verdict(
                                     *acc, P)}  # fmt: skip
@@ -117,12 +113,12 @@ def _grid(ch: Chapter, wo, datasets, K, Es, sigmas, methods, common) -> None:
                         row["[P]"], row["[R]"] = P, anchors.BYZANTINE.get(E, {}).get(("R", d)) if s == 1 else None
                 for m in methods:
                     rec = ex.bootstrap_ci(r.detection(m)["all_found"], clusters=r.clusters)
-                    ch.glue |= {f"byz_{_key(d)}_E{E}_s{s:g}_{m}_found{k}": v
+                    ch.glue |= {f"byz_{glue_key(d)}_E{E}_s{s:g}_{m}_found{k}": v
                                 for k, v in zip(("", "_lo", "_hi"), rec, strict=True)}  # fmt: skip
                     detect.append({"dataset": NAMES[d], "E": E, "σ": f"{s:g}", "method": METHOD_NAMES[m],
                                    "found": ci_text(*rec, digits=2)})  # fmt: skip
                 rows.append(row)
-        ch.glue[f"byz_{_key(d)}_cheb_agree_min"] = min(v for (dd, *_), v in agree.items() if dd == d)
+        ch.glue[f"byz_{glue_key(d)}_cheb_agree_min"] = min(v for (dd, *_), v in agree.items() if dd == d)
     order = ["paper's [95 % CI]", "[P]", "[R]", *(METHOD_NAMES[m] for m in methods if m != "paper"),
              METHOD_NAMES["replication"], METHOD_NAMES["none"], METHOD_NAMES["oracle"]]  # fmt: skip
     t = pd.DataFrame(rows).set_index(["dataset", "E", "σ"])
@@ -177,8 +173,8 @@ def _counts(ch: Chapter, wo, datasets, K, E, sigma, common) -> None:
     ch.data["counts"] = t
     for d in datasets:
         sel = t[(t.dataset == d) & (t.outputs == "model") & (t.method == "paper")].set_index("R")
-        ch.glue |= {f"byz_{_key(d)}_count_R{R}": sel.accuracy[R] for R in (2 * K + E, need, 2 * (K + E))}
-        ch.glue[f"byz_{_key(d)}_count_step"] = sel.accuracy[need] - sel.accuracy[need - 1]
+        ch.glue |= {f"byz_{glue_key(d)}_count_R{R}": sel.accuracy[R] for R in (2 * K + E, need, 2 * (K + E))}
+        ch.glue[f"byz_{glue_key(d)}_count_step"] = sel.accuracy[need] - sel.accuracy[need - 1]
     aff = t[(t.outputs == "affine") & (t.method == "paper")].set_index("R")
     ch.glue |= {"byz_affine_found_below": aff.found[aff.index < need].max(), "byz_affine_found_at": aff.found[need],
                 "byz_affine_found_min_above": aff.found[aff.index >= need].min(), "byz_count_N": N,
@@ -217,7 +213,7 @@ def _mixed(ch: Chapter, wo, datasets, K, mixed, sigma, methods, common) -> None:
             for m in (*methods, "replication", "none", "oracle"):
                 acc = ex.accuracy_ci(r.correct[m], clusters=r.clusters)
                 row[METHOD_NAMES[m]] = ci_text(*acc) if m == "paper" else acc[0]
-                ch.glue[f"byz_{_key(d)}_S{S}_E{E}_{m}"] = acc[0]
+                ch.glue[f"byz_{glue_key(d)}_S{S}_E{E}_{m}"] = acc[0]
             rows.append(row)
     ch.tables["mixed"] = report.readable(pd.DataFrame(rows).set_index(["dataset", "S", "E", "N"]))
     ch.glue["byz_mixed_sigma"] = sigma
@@ -250,7 +246,7 @@ def _suite(ch: Chapter, wo, datasets, K, E, methods, common) -> None:
     locs = [METHOD_NAMES[m] for m in methods]
     for d in datasets:
         best = t.loc[NAMES[d], locs].max(axis=1)
-        ch.glue |= {f"byz_{_key(d)}_worst_attack": best.idxmin(), f"byz_{_key(d)}_worst_acc": best.min()}
+        ch.glue |= {f"byz_{glue_key(d)}_worst_attack": best.idxmin(), f"byz_{glue_key(d)}_worst_acc": best.min()}
     ch.glue |= {"byz_suite_E": E, "byz_suite_N": N}
     ch.figures["suite"] = _suite_figure(t, datasets, locs, K, E, N)
 

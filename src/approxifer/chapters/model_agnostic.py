@@ -18,13 +18,9 @@ from scipy import stats
 from approxifer import agnostic, anchors, classical, locator, report, zoo
 from approxifer import byzantine as bz
 from approxifer import experiments as ex
-from approxifer.report import MODEL_NAMES, NAMES, SHORT_MODEL_NAMES, Chapter, ci_text
+from approxifer.report import MODEL_NAMES, NAMES, SHORT_MODEL_NAMES, Chapter, ci_text, glue_key
 
 __all__ = ["run", "spearman_ci"]
-
-
-def _key(d: str) -> str:
-    return d.replace("-", "")
 
 
 def run(
@@ -135,7 +131,7 @@ def _tables(ch, summary, smooth, pairs, grid, byz_E, methods, info) -> None:
 
 def _glue(ch, strag, byz, smooth, summary, pairs, grid, methods) -> None:
     for (d, m), st in strag.items():
-        key = f"agn_{_key(d)}_{m}"
+        key = f"agn_{glue_key(d)}_{m}"
         ch.glue[f"{key}_base"] = st.base.iloc[0]
         for r in st.itertuples():
             ch.glue |= {f"{key}_K{r.K}S{r.S}": r.accuracy, f"{key}_K{r.K}S{r.S}_ratio": r.accuracy / r.base}
@@ -150,16 +146,16 @@ def _glue(ch, strag, byz, smooth, summary, pairs, grid, methods) -> None:
                             for dd, m in pairs if dd == d})  # fmt: skip
         codec = smooth.loc[d]["codec part"]
         ch.glue |= {
-            f"agn_{_key(d)}_best": MODEL_NAMES[ratios.idxmax()],
-            f"agn_{_key(d)}_worst": MODEL_NAMES[ratios.idxmin()],
-            f"agn_{_key(d)}_codec_min": codec.min(),
-            f"agn_{_key(d)}_codec_max": codec.max(),
+            f"agn_{glue_key(d)}_best": MODEL_NAMES[ratios.idxmax()],
+            f"agn_{glue_key(d)}_worst": MODEL_NAMES[ratios.idxmin()],
+            f"agn_{glue_key(d)}_codec_min": codec.min(),
+            f"agn_{glue_key(d)}_codec_max": codec.max(),
         }
         trees = [m for m in ("gbdt", "random_forest") if (d, m) in strag]
         if trees:
             worst_tree = min(ratios[m] for m in trees)
             below = [MODEL_NAMES[m] for m in ratios.index if ratios[m] < worst_tree and m not in trees]
-            ch.glue[f"agn_{_key(d)}_below_trees"] = ", ".join(below) or "none"
+            ch.glue[f"agn_{glue_key(d)}_below_trees"] = ", ".join(below) or "none"
 
 
 def spearman_ci(
@@ -203,7 +199,7 @@ def _correlations(ch, smooth_wo, pairs, grid, draws, seed, n_boot) -> None:
             if len(names) < 3:
                 continue  # a rank correlation needs three models
             rho = spearman_ci(correct, base, part, n_boot=n_boot, seed=seed)
-            key = f"agn_{_key(d)}_K{K}_spearman"
+            key = f"agn_{glue_key(d)}_K{K}_spearman"
             ch.glue |= {key: rho[0], f"{key}_lo": rho[1], f"{key}_hi": rho[2]}
             rows.append({"dataset": NAMES[d], "K": K, "models": len(names),
                          "Spearman [95 % CI]": ci_text(*rho, signed=True)})  # fmt: skip

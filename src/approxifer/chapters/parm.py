@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from approxifer import anchors, report, serving
 from approxifer import baselines as bl
 from approxifer import experiments as ex
-from approxifer.report import NAMES, Chapter
+from approxifer.report import NAMES, Chapter, glue_key
 
 __all__ = ["run"]
 
@@ -67,7 +67,7 @@ def run(
     ch.figures["comparison"] = _figure(results, sorted({K for _, K in configs}))
     for d, df in results.items():
         for r in df.itertuples():
-            key = f"parm_{d.replace('-', '')}_K{r.K}"
+            key = f"parm_{glue_key(d)}_K{r.K}"
             for col in GLUED:
                 ch.glue |= {f"{key}_{col}": getattr(r, col), f"{key}_{col}_lo": getattr(r, f"{col}_low"),
                             f"{key}_{col}_hi": getattr(r, f"{col}_high")}  # fmt: skip

@@ -17,15 +17,11 @@ import pandas as pd
 
 from approxifer import anchors, codec, report, serving
 from approxifer import experiments as ex
-from approxifer.report import NAMES, Chapter, ci_text
+from approxifer.report import NAMES, Chapter, ci_text, glue_key
 
 __all__ = ["run", "summary"]
 
 SCHEMES = {"approxifer": "ApproxIFER", "replication": "replication", "uncoded": "uncoded"}
-
-
-def _key(dataset: str) -> str:
-    return dataset.replace("-", "")
 
 
 def _published(K: int, S: int, source: str, dataset: str) -> float | None:
@@ -151,7 +147,7 @@ def _grid(ch: Chapter, results: dict, seed_results: dict, seeds: dict[str, list[
             if len(runs) > 1:  # the interval is the union over the trained models
                 verdict = verdict.replace("our 95 % CI", f"the 95 % CIs of our {len(runs)} trained models")
             short = report.short_verdict(r.accuracy, lo, hi, P)
-            key = f"strag_{_key(d)}_K{r.K}_S{r.S}"
+            key = f"strag_{glue_key(d)}_K{r.K}_S{r.S}"
             ch.glue |= {
                 f"{key}_acc": r.accuracy, f"{key}_lo": r.ci_low, f"{key}_hi": r.ci_high, f"{key}_base": r.base,
                 f"{key}_ilo": lo, f"{key}_ihi": hi, f"{key}_seed_min": min(accs), f"{key}_seed_max": max(accs),
@@ -174,7 +170,7 @@ def _grid(ch: Chapter, results: dict, seed_results: dict, seeds: dict[str, list[
             pd.DataFrame(detail).pivot(index=["dataset", "K", "S"], columns="seed", values="accuracy [95 % CI]")
             .dropna().rename(columns=lambda k: f"seed {k}")
         )  # fmt: skip
-        ch.glue |= {f"strag_{_key(d)}_seeds_trained": ", ".join(map(str, [0, *ks])) for d, ks in seeds.items()}
+        ch.glue |= {f"strag_{glue_key(d)}_seeds_trained": ", ".join(map(str, [0, *ks])) for d, ks in seeds.items()}
 
 
 # ---------------------------------------------------------------- baselines, lost queries
@@ -184,7 +180,7 @@ def _baselines(ch: Chapter, results: dict) -> None:
     rows = []
     for d, df in results.items():
         for r in df.itertuples():
-            key = f"strag_{_key(d)}_K{r.K}_S{r.S}"
+            key = f"strag_{glue_key(d)}_K{r.K}_S{r.S}"
             diffs = {}
             for name in ("replication", "uncoded"):
                 diff = (getattr(r, f"{name}_diff"), getattr(r, f"{name}_diff_low"), getattr(r, f"{name}_diff_high"))
@@ -204,7 +200,7 @@ def _lost(ch: Chapter, results: dict) -> None:
     rows = []
     for d, df in results.items():
         for r in df.itertuples():
-            key = f"strag_{_key(d)}_K{r.K}_S{r.S}"
+            key = f"strag_{glue_key(d)}_K{r.K}_S{r.S}"
             ch.glue |= {f"{key}_lost": r.lost, f"{key}_lost_lo": r.lost_low, f"{key}_lost_hi": r.lost_high,
                         f"{key}_kept": r.kept, f"{key}_lost_per_round": r.lost_per_round}  # fmt: skip
             rows.append({
@@ -225,9 +221,9 @@ def _per_query(ch: Chapter, wo: dict, ends: dict, datasets, grid, draws: int, se
     ch.data["per_query"] = per
     for d, t in per.items():
         worst = int(t.accuracy.idxmin())
-        ch.glue |= {f"strag_{_key(d)}_K{K0}_S{S0}_query_worst": t.accuracy.min(),
-                    f"strag_{_key(d)}_K{K0}_S{S0}_query_worst_j": worst,
-                    f"strag_{_key(d)}_K{K0}_S{S0}_query_best": t.accuracy.max()}  # fmt: skip
+        ch.glue |= {f"strag_{glue_key(d)}_K{K0}_S{S0}_query_worst": t.accuracy.min(),
+                    f"strag_{glue_key(d)}_K{K0}_S{S0}_query_worst_j": worst,
+                    f"strag_{glue_key(d)}_K{K0}_S{S0}_query_best": t.accuracy.max()}  # fmt: skip
     table = pd.DataFrame({NAMES[d]: t.accuracy for d, t in per.items()})
     table.insert(0, "α_j", per[datasets[0]].alpha_j)
     lowest = {j: [NAMES[d] for d, t in per.items() if t.accuracy.idxmin() == j] for j in table.index}
@@ -250,8 +246,8 @@ def _per_query(ch: Chapter, wo: dict, ends: dict, datasets, grid, draws: int, se
                                       "change": end.accuracy - paper.accuracy}  # fmt: skip
         gains = [rows[(NAMES[d], K, S)]["change"] for K, S in grid]
         worst = ex.per_query_accuracy(ends[d, K0, K0 + S0], draws=draws, seed=seed).accuracy.min()
-        ch.glue |= {f"strag_{_key(d)}_ends_gain_min": min(gains), f"strag_{_key(d)}_ends_gain_max": max(gains),
-                    f"strag_{_key(d)}_ends_worst_query": worst}  # fmt: skip
+        ch.glue |= {f"strag_{glue_key(d)}_ends_gain_min": min(gains), f"strag_{glue_key(d)}_ends_gain_max": max(gains),
+                    f"strag_{glue_key(d)}_ends_worst_query": worst}  # fmt: skip
     t = pd.DataFrame(rows).T.rename_axis(["dataset", "K", "S"])
     weight = {p: [np.abs(codec.encoder_matrix(K, K + S, p)).max(axis=1).mean() for K, S in grid] for p in codec.POINTS}
     ch.glue |= {"strag_weight_paper": weight["paper"][0], "strag_weight_ends": weight["endpoints"][0]}
@@ -273,7 +269,7 @@ def _ablations(ch: Chapter, wo: dict, datasets, grid, table) -> None:
     ).rename_axis(["dataset", "K", "S"]))  # fmt: skip
     signs = {d: pd.DataFrame({s: acc(d, signs=s)["accuracy"] for s in ("position", "index")}) for d in datasets}
     for d, t in signs.items():
-        ch.glue[f"strag_{_key(d)}_signs_max_gap"] = (t.position - t["index"]).abs().max()
+        ch.glue[f"strag_{glue_key(d)}_signs_max_gap"] = (t.position - t["index"]).abs().max()
     ch.tables["signs"] = report.readable(
         pd.concat({NAMES[d]: t for d, t in signs.items()}).rename_axis(["dataset", "K", "S"])
         .rename(columns={"position": "sorted position", "index": "global index"})
@@ -291,8 +287,8 @@ def _runtime(ch: Chapter, models: dict, datasets, seed: int, rounds: int) -> Non
                 **{f"{s} (ms)": 1e3 * t[s] for s in ("encode", "inference", "decode", "total")},
                 "[R] per round (ms)": None if r is None else 1e3 * r[0],
             })  # fmt: skip
-            ch.glue[f"strag_{_key(d)}_K{K}_round_ms"] = 1e3 * t["total"]
-            ch.volatile.add(f"strag_{_key(d)}_K{K}_round_ms")
+            ch.glue[f"strag_{glue_key(d)}_K{K}_round_ms"] = 1e3 * t["total"]
+            ch.volatile.add(f"strag_{glue_key(d)}_K{K}_round_ms")
     ch.glue["strag_runtime_device"] = f"{t['device']}, {t['threads']} threads" if t["device"] == "cpu" else t["device"]
     ch.volatile.add("strag_runtime_device")
     ch.tables["runtime"] = report.readable(pd.DataFrame(rows).set_index(["dataset", "K"]), digits=2)
