@@ -329,3 +329,20 @@ def test_decode_excluding_refuses_non_integer_indices(excluded):
         decode_excluding(Y, list(range(9)), 4, 9, excluded)
     with pytest.raises(ValueError, match=r"excluded has shape \(\), expected \('E',\)"):
         decode_excluding(Y, list(range(9)), 4, 9, 6)
+
+
+def test_paper_basis_is_blind_at_zero_where_chebyshev_is_not():
+    """For even N, beta_{N/2} = cos(pi/2) = 0, and the paper's normalisation (Q's constant term 1) gives Q(0) = 1: an
+    adversary there with a small error goes unnamed, while a Chebyshev basis (T_0's coefficient 1) names it. At any
+    other worker both name it."""
+    K, E, N, G = 4, 1, 10, 200
+    rng = np.random.default_rng(0)
+    clean = rational_outputs(K, N, G, rng)
+    found = {}
+    for worker in (N // 2, 3):
+        Y = clean.copy()
+        Y[:, worker] += rng.normal(0, 0.1, (G, C))
+        for m in ("paper", "paper-chebyshev"):
+            found[worker, m] = (locate(Y, list(range(N)), K, N, E, method=m, axis=1)[:, 0] == worker).mean()
+    assert found[N // 2, "paper-chebyshev"] == found[3, "paper-chebyshev"] == found[3, "paper"] == 1.0
+    assert found[N // 2, "paper"] < 0.5, found

@@ -14,6 +14,24 @@ def test_verdict_reads_the_confidence_interval():
     assert report.verdict(0.86, 0.85, 0.87, None) == "no published value"
 
 
+def test_models_verdict_reads_the_union_of_the_models_intervals():
+    runs = [(0.86, 0.85, 0.87), (0.84, 0.83, 0.85), (0.875, 0.865, 0.885)]
+    assert report.models_verdict(runs, 0.88) == (
+        "reproduced (published value inside the 95 % CIs of our 3 trained models)",
+        "✓ reproduced",
+    )
+    assert report.models_verdict(runs, 0.90) == (
+        "lower than published by 0.025–0.060 over our 3 trained models",
+        "below by 0.025–0.060",
+    )
+    assert report.models_verdict(runs, 0.80) == (
+        "higher than published by 0.040–0.075 over our 3 trained models",
+        "above by 0.040–0.075",
+    )
+    assert report.models_verdict(runs[:1], 0.90) == (report.verdict(*runs[0], 0.90), "below by 0.040")
+    assert report.models_verdict(runs, None) == ("no published value", "–")
+
+
 def test_paired_verdict_reads_the_interval_of_the_difference():
     v = report.paired_verdict({"replication": (0.03, 0.01, 0.05), "uncoded": (0.01, -0.01, 0.03),
                                "other": (-0.2, -0.25, -0.15)})  # fmt: skip

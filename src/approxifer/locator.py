@@ -15,6 +15,10 @@ in least squares ($q_0 = 1$, $\varphi_0 = 1$). The E workers with the smallest $
 coordinate $c$; a vote across coordinates picks the final E: most candidacies first, ties to the smaller summed
 rank of $|Q(\beta_i)|$ over the coordinates, then to the smaller worker index. Basis: monomials
 $\varphi_k = z^k$ (``"paper"``, the authors' ``np.vander``) or Chebyshev $\varphi_k = T_k$ (``"paper-chebyshev"``).
+The normalisation $q_0 = 1$ means different things in the two bases: with monomials it fixes $Q(0) = 1$, so $Q$
+cannot vanish at a worker point $\beta_i = 0$ (worker $N/2$ when $N$ is even), and an adversary there is named only
+if its error happens to be large; the Chebyshev basis has no such blind spot. On a square system ($R = 2K + 2E - 1$)
+with no worker at 0 both give the same $P/Q$, up to rounding.
 
 **How many results it needs** (errata 1 of the anchors). The unknowns are $p_0..p_d$ and $q_1..q_d$:
 $(d+1) + d = 2(K+E) - 1$ of them, so the least-squares fit is determined only when $R \ge 2K + 2E - 1$. This is

@@ -10,6 +10,7 @@ asks for it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import matplotlib as mpl
@@ -281,6 +282,21 @@ def short_verdict(acc: float, lo: float, hi: float, ref: float | None) -> str:
     if lo <= ref <= hi:
         return "✓ reproduced"
     return f"{'above' if acc > ref else 'below'} by {abs(acc - ref):.3f}"
+
+
+def models_verdict(runs: Sequence[tuple[float, float, float]], ref: float | None) -> tuple[str, str]:
+    """Verdict and table cell for several trained models (seeds), `runs` = [(accuracy, ci_low, ci_high), ...]:
+    reproduced when `ref` lies in the union of their CIs, else the range of |accuracy - ref| over the models."""
+    if len(runs) == 1 or ref is None:
+        return verdict(*runs[0], ref), short_verdict(*runs[0], ref)
+    lo, hi = min(r[1] for r in runs), max(r[2] for r in runs)
+    if lo <= ref <= hi:
+        return f"reproduced (published value inside the 95 % CIs of our {len(runs)} trained models)", "✓ reproduced"
+    gaps = sorted(abs(r[0] - ref) for r in runs)
+    above = lo > ref
+    gap = f"{gaps[0]:.3f}–{gaps[-1]:.3f}"
+    return (f"{'higher' if above else 'lower'} than published by {gap} over our {len(runs)} trained models",
+            f"{'above' if above else 'below'} by {gap}")  # fmt: skip
 
 
 def paired_verdict(diffs: dict[str, tuple[float, float, float]]) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from approxifer import anchors, locator, report, serving
+from approxifer import anchors, codec, locator, report, serving
 from approxifer import byzantine as bz
 from approxifer import experiments as ex
 from approxifer.report import NAMES, Chapter, ci_text, glue_key
@@ -146,8 +146,6 @@ def _grid(ch: Chapter, wo, datasets, K, Es, sigmas, methods, common) -> None:
 def _affine(w: ex.WorkerOutputs) -> ex.WorkerOutputs:
     """The same rounds for an affine model with the real model's outputs on the queries: each worker's output is
     the encoder's combination of them, so the honest outputs are exactly a rational function of the worker point."""
-    from approxifer import codec
-
     coded = np.einsum("nk,gkc->gnc", codec.encoder_matrix(w.K, w.N), w.base.astype(np.float64))
     return ex.WorkerOutputs(w.K, w.N, w.groups, w.labels, w.base, coded, w.timings, w.points)
 
@@ -155,7 +153,8 @@ def _affine(w: ex.WorkerOutputs) -> ex.WorkerOutputs:
 def _counts(ch: Chapter, wo, datasets, K, E, sigma, common) -> None:
     N = 2 * K + 2 * E
     need = locator.min_returned(K, E)
-    rows = []
+    rows, misses, misses_at_zero = [], 0, 0
+    at_zero = np.abs(codec.worker_points(N)) < 1e-12  # β = 0 is a worker point when N is even (i = N/2)
     for d in datasets:
         for model, w in (("model", wo[d, N]), ("affine", _affine(wo[d, N]))):
             if model == "affine" and d != datasets[0]:
@@ -163,6 +162,10 @@ def _counts(ch: Chapter, wo, datasets, K, E, sigma, common) -> None:
             for S in range(0, N - (K + 2 * E) + 1):
                 r = bz.byzantine_rounds(w, E, attack_kw={"sigma": sigma}, methods=("paper", "lts", "median"), S=S,
                                         strict=False, **common)  # fmt: skip
+                if model == "affine" and N - S >= need:  # which rounds the paper's locator misses, and why
+                    missed = r.detection("paper")["all_found"] < 1
+                    misses += int(missed.sum())
+                    misses_at_zero += int((missed & r.present[:, at_zero].any(axis=1)).sum())
                 for m in ("paper", "lts", "median", "oracle"):
                     acc = ex.accuracy_ci(r.correct[m], clusters=r.clusters)
                     found = ex.bootstrap_ci(r.detection(m)["all_found"], clusters=r.clusters)
@@ -178,7 +181,8 @@ def _counts(ch: Chapter, wo, datasets, K, E, sigma, common) -> None:
     aff = t[(t.outputs == "affine") & (t.method == "paper")].set_index("R")
     ch.glue |= {"byz_affine_found_below": aff.found[aff.index < need].max(), "byz_affine_found_at": aff.found[need],
                 "byz_affine_found_min_above": aff.found[aff.index >= need].min(), "byz_count_N": N,
-                "byz_count_need": need, "byz_count_E": E, "byz_count_sigma": sigma}  # fmt: skip
+                "byz_count_need": need, "byz_count_E": E, "byz_count_sigma": sigma, "byz_affine_misses": misses,
+                "byz_affine_misses_at_zero": misses_at_zero}  # fmt: skip
     ch.figures["counts"] = _counts_figure(t, datasets, K, E, N, need, sigma)
 
 

@@ -143,10 +143,7 @@ def _grid(ch: Chapter, results: dict, seed_results: dict, seeds: dict[str, list[
             accs = [a for _, a, _, _ in runs]
             lo, hi = min(lo for *_, lo, _ in runs), max(hi for *_, hi in runs)
             P, R = _published(r.K, r.S, "P", d), _published(r.K, r.S, "R", d)
-            verdict = report.verdict(r.accuracy, lo, hi, P)
-            if len(runs) > 1:  # the interval is the union over the trained models
-                verdict = verdict.replace("our 95 % CI", f"the 95 % CIs of our {len(runs)} trained models")
-            short = report.short_verdict(r.accuracy, lo, hi, P)
+            verdict, short = report.models_verdict([run[1:] for run in runs], P)
             key = f"strag_{glue_key(d)}_K{r.K}_S{r.S}"
             ch.glue |= {
                 f"{key}_acc": r.accuracy, f"{key}_lo": r.ci_low, f"{key}_hi": r.ci_high, f"{key}_base": r.base,
@@ -289,7 +286,8 @@ def _runtime(ch: Chapter, models: dict, datasets, seed: int, rounds: int) -> Non
             })  # fmt: skip
             ch.glue[f"strag_{glue_key(d)}_K{K}_round_ms"] = 1e3 * t["total"]
             ch.volatile.add(f"strag_{glue_key(d)}_K{K}_round_ms")
-    ch.glue["strag_runtime_device"] = f"{t['device']}, {t['threads']} threads" if t["device"] == "cpu" else t["device"]
+    threads = f"{t['threads']} thread{'s' if t['threads'] != 1 else ''}"
+    ch.glue["strag_runtime_device"] = f"{t['device']}, {threads}" if t["device"] == "cpu" else t["device"]
     ch.volatile.add("strag_runtime_device")
     ch.tables["runtime"] = report.readable(pd.DataFrame(rows).set_index(["dataset", "K"]), digits=2)
 
