@@ -436,7 +436,7 @@ def parm_round(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: i
     returned = experiments.draw_returned(wo.G * draws, N, 1, rng)
     straggler = N * (N - 1) // 2 - returned.sum(axis=1)  # the one index missing from 0..N-1
     lost = experiments.lost_mask(codec.encoder_matrix(K, N, wo.points), returned).argmax(axis=1)
-    tile = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
+    tile = lambda a: experiments.tile_draws(a, draws)  # noqa: E731
     base, labels = tile(wo.base), tile(wo.labels)
     return ParmRounds(
         K=K,
@@ -446,7 +446,7 @@ def parm_round(wo: WorkerOutputs, parity: np.ndarray, *, draws: int = 1, seed: i
         approxifer=experiments.decode_groups(tile(wo.coded), returned, K, N, points=wo.points),
         base=base,
         lost=lost,
-        clusters=np.tile(np.arange(wo.G), draws),
+        clusters=tile(np.arange(wo.G)),
     )
 
 

@@ -39,6 +39,7 @@ from approxifer.experiments import (
     decode_groups,
     draw_returned,
     test_groups,
+    tile_draws,
 )
 from approxifer.report import NAMES
 from approxifer.report import glue_key as dataset_key
@@ -196,7 +197,7 @@ def _noisy_correct(
     """Per round (G * draws rounds, the groups tiled `draws` times): which decoded and which base predictions are
     right at `epsilon`. The returned sets and the noise seed depend on (seed, K, N, S) only."""
     K, N = wo.K, wo.N
-    tile = lambda a: np.tile(a, (draws,) + (1,) * (a.ndim - 1))  # noqa: E731
+    tile = lambda a: tile_draws(a, draws)  # noqa: E731
     truth = tile(wo.labels)
     returned = draw_returned(len(truth), N, S, np.random.default_rng([seed, K, N]))
     Y = noisy_release(tile(wo.coded), epsilon, release, clip=clip, rng=np.random.default_rng([seed, K, N, S, 1]))
